@@ -1,0 +1,3 @@
+//! `berth-runtime`: runc's command line over the berth-runtime library.
+
+fn main() {}

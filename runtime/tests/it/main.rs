@@ -1,0 +1,1 @@
+//! Integration tests: real containers from busybox-static bundles (root).
