@@ -1,0 +1,1 @@
+//! OCI image handling shared by berthd and the CLI: references, registry hosts, pull and push, safe layer unpacking

@@ -1,0 +1,1 @@
+//! Test fixtures: OCI images built from Debian packages, hostile layers, and a loopback registry harness
