@@ -1,1 +1,2 @@
 //! OCI image handling shared by berthd and the CLI: references, registry hosts, pull and push, safe layer unpacking
+pub mod digest;
