@@ -225,6 +225,7 @@ impl<R: Read> Read for VerifyingReader<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

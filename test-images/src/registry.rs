@@ -331,6 +331,7 @@ fn write_htpasswd(dir: &Path, user: &str, pass: &str) -> Result<PathBuf, Registr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
