@@ -1,1 +1,10 @@
 //! Integration tests: real containers from busybox-static bundles (root).
+//!
+//! Every test drives a runtime BINARY through runc's command line: by default
+//! the crate's `berth-runtime`, or `$BERTH_IT_RUNTIME` (e.g. `/usr/sbin/runc`,
+//! against which these tests were developed). Each test asserts from inside
+//! the container what its process observes.
+
+mod support;
+
+mod lifecycle;
