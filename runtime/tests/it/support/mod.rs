@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod cmd;
 pub mod console;
+pub mod probe;
 pub mod runner;
 
 pub use bundle::Bundle;
