@@ -1,2 +1,4 @@
 //! OCI image handling shared by berthd and the CLI: references, registry hosts, pull and push, safe layer unpacking
 pub mod digest;
+pub mod hosts;
+pub mod reference;
