@@ -18,4 +18,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Tests that mount, create cgroups or start a registry serialise themselves
 # where they must; the default parallelism is safe.
-cargo test --workspace --locked --release 2>&1
+cargo test --workspace --locked 2>&1
