@@ -7,6 +7,7 @@
 
 mod support;
 
+mod cgroups;
 mod lifecycle;
 mod mounts;
 mod process;
