@@ -8,6 +8,7 @@
 mod support;
 
 mod cgroups;
+mod exec;
 mod lifecycle;
 mod mounts;
 mod process;
