@@ -225,6 +225,7 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<(), CapsError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use nix::sys::wait::{waitpid, WaitStatus};

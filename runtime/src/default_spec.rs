@@ -278,6 +278,7 @@ pub fn default_spec(rootless: bool) -> Result<Spec, DefaultSpecError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -183,6 +183,7 @@ fn mount_label_option_on(host: &Host, label: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -61,6 +61,7 @@ pub fn apply(p: &LinuxPersonality) -> Result<(), PersonalityError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::caps::tests::in_child;

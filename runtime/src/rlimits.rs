@@ -102,6 +102,7 @@ pub fn apply(rlimits: &[PosixRlimit]) -> Result<(), RlimitError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::caps::tests::in_child;

@@ -470,6 +470,7 @@ pub fn send_to_listener(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::caps::tests::in_child;

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -216,7 +215,7 @@ fn apply_at(
                 });
             }
         }
-        let mut file = std::fs::File::from(OwnedFd::from(fd));
+        let mut file = std::fs::File::from(fd);
         file.write_all(value.as_bytes())
             .map_err(|source| SysctlError::Write {
                 key: key.clone(),
@@ -228,6 +227,7 @@ fn apply_at(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::caps::tests::in_child;
