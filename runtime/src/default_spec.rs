@@ -220,10 +220,21 @@ fn single_mapping(host_id: u32) -> Result<Vec<LinuxIdMapping>, DefaultSpecError>
     Ok(vec![m])
 }
 
+/// The default spec (see [`try_default_spec`]). The builders it uses only
+/// fail on unset required fields and every field is set, so the fallback to
+/// oci-spec's own (similar) default is not expected to be taken; it is
+/// logged if it ever is.
+pub fn default_spec(rootless: bool) -> Spec {
+    try_default_spec(rootless).unwrap_or_else(|err| {
+        tracing::error!(%err, "building berth's default spec failed; using oci-spec's default");
+        Spec::default()
+    })
+}
+
 /// The default spec. `rootless` adds a user namespace mapping root in the
 /// container to the calling user, leaves the network namespace shared, binds
 /// /sys instead of mounting sysfs and sets no cgroup resources.
-pub fn default_spec(rootless: bool) -> Result<Spec, DefaultSpecError> {
+pub fn try_default_spec(rootless: bool) -> Result<Spec, DefaultSpecError> {
     let mut root = Root::default();
     root.set_path(PathBuf::from("rootfs"));
     root.set_readonly(Some(true));
@@ -295,7 +306,8 @@ mod tests {
 
     #[test]
     fn default_spec_round_trips_and_is_complete() {
-        let spec = default_spec(false).unwrap();
+        let spec = try_default_spec(false).unwrap();
+        assert_eq!(default_spec(false), spec);
         let json = serde_json::to_string_pretty(&spec).unwrap();
         let back: Spec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
@@ -376,7 +388,7 @@ mod tests {
 
     #[test]
     fn rootless_spec_maps_the_caller() {
-        let spec = default_spec(true).unwrap();
+        let spec = try_default_spec(true).unwrap();
         let back: Spec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
         crate::spec::validate(&spec).unwrap();
