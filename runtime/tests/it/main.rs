@@ -12,3 +12,4 @@ mod exec;
 mod lifecycle;
 mod mounts;
 mod process;
+mod terminal;

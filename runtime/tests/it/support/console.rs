@@ -6,7 +6,7 @@ use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::thread::JoinHandle;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,13 @@ impl ConsoleSocket {
         &self.path
     }
 
-    /// Accepts the runtime's connection and returns the pty master it sends,
-    /// failing when `child` (the runtime command) exits without connecting.
-    pub fn receive_master(&self, child: &mut Child, timeout: Duration) -> Result<File, String> {
+    /// Receives the pty master in a background thread (the runtime blocks until it is taken).
+    pub fn receive_in_background(self, timeout: Duration) -> JoinHandle<Result<File, String>> {
+        std::thread::spawn(move || self.receive(timeout))
+    }
+
+    /// Accepts the runtime's connection and returns the pty master it sends.
+    pub fn receive(&self, timeout: Duration) -> Result<File, String> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
             match self.listener.accept() {
@@ -42,15 +46,12 @@ impl ConsoleSocket {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(format!("accept: {e}")),
             }
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                return Err(format!("runtime exited ({st}) without connecting"));
-            }
             if Instant::now() > deadline {
                 return Err("no connection on the console socket".into());
             }
             sleep(Duration::from_millis(5));
         };
-        stream.set_nonblocking(false).unwrap();
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
