@@ -1,0 +1,639 @@
+//! Root-only tests of the rootfs set-up. Each runs in a forked child with its
+//! own mount namespace (see test_support), so the host mount table is never
+//! touched and every mount disappears with the child.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::statfs::{statfs, FsType, PROC_SUPER_MAGIC, SYSFS_MAGIC, TMPFS_MAGIC};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxDeviceBuilder, LinuxDeviceType, Mount, MountBuilder, RootBuilder, Spec,
+    SpecBuilder,
+};
+
+use super::test_support::{check, in_mount_ns, msg, tmpfs_on, ChildResult};
+use super::{bind_console, finish_rootfs, move_root, pivot_root, prepare_rootfs, RootfsConfig};
+
+fn mount(typ: &str, source: &str, dest: &str, opts: &[&str]) -> Mount {
+    MountBuilder::default()
+        .typ(typ)
+        .source(source)
+        .destination(dest)
+        .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .unwrap()
+}
+
+fn bind(source: &Path, dest: &str, opts: &[&str]) -> Mount {
+    mount("bind", source.to_str().unwrap(), dest, opts)
+}
+
+fn spec_with(mounts: Vec<Mount>) -> Spec {
+    let linux = LinuxBuilder::default()
+        .masked_paths(Vec::<String>::new())
+        .readonly_paths(Vec::<String>::new())
+        .build()
+        .unwrap();
+    SpecBuilder::default()
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .unwrap()
+}
+
+fn prepare(spec: &Spec, rootfs: &Path) -> ChildResult {
+    let cfg = RootfsConfig {
+        spec,
+        rootfs,
+        in_user_ns: false,
+        cgroup_ns: false,
+    };
+    prepare_rootfs(&cfg).map_err(msg)
+}
+
+/// A tmpfs-backed rootfs at `<tmp>/root` (created in the parent, mounted in the child).
+fn rootfs_dir(tmp: &tempfile::TempDir) -> PathBuf {
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    root
+}
+
+fn magic(path: &Path) -> Result<FsType, String> {
+    statfs(path)
+        .map(|s| s.filesystem_type())
+        .map_err(|e| format!("statfs {path:?}: {e}"))
+}
+
+fn is_ro(path: &Path) -> Result<bool, String> {
+    statvfs(path)
+        .map(|s| s.flags().contains(FsFlags::ST_RDONLY))
+        .map_err(|e| format!("statvfs {path:?}: {e}"))
+}
+
+/// `path` inside `root`, the way the kernel resolves it there (for checks before pivot).
+fn inside(root: &Path, host_abs: &Path) -> PathBuf {
+    root.join(host_abs.strip_prefix("/").unwrap())
+}
+
+fn source_dir(tmp: &tempfile::TempDir) -> PathBuf {
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("from_source"), b"hello").unwrap();
+    src
+}
+
+#[test]
+fn mount_destination_absolute_symlink_stays_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    let host_target = tmp.path().join("host_target");
+    std::fs::create_dir(&host_target).unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        std::os::unix::fs::symlink(&host_target, root.join("mnt")).map_err(msg)?;
+        prepare(&spec_with(vec![bind(&src, "/mnt", &["rbind"])]), &root)?;
+        check(
+            !host_target.join("from_source").exists(),
+            "mount escaped to the host target",
+        )?;
+        check(
+            inside(&root, &host_target).join("from_source").exists(),
+            "mount not inside the rootfs",
+        )
+    });
+}
+
+#[test]
+fn mount_destination_relative_symlink_and_dotdot_stay_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    let host_target = tmp.path().join("host_target");
+    std::fs::create_dir(&host_target).unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        std::fs::create_dir(root.join("a")).map_err(msg)?;
+        // On the host, root/a/../../host_target is tmp/host_target.
+        std::os::unix::fs::symlink("../../host_target", root.join("a/evil")).map_err(msg)?;
+        let spec = spec_with(vec![
+            bind(&src, "/a/evil", &["bind"]),
+            mount("tmpfs", "tmpfs", "/../../dotdot", &["size=1m"]),
+        ]);
+        prepare(&spec, &root)?;
+        check(
+            !host_target.join("from_source").exists(),
+            "relative symlink escaped",
+        )?;
+        check(
+            root.join("host_target/from_source").exists(),
+            "bind not at root/host_target",
+        )?;
+        check(
+            !tmp.path().join("dotdot").exists(),
+            "`..` destination escaped",
+        )?;
+        check(
+            magic(&root.join("dotdot"))? == TMPFS_MAGIC,
+            "tmpfs not at root/dotdot",
+        )
+    });
+}
+
+#[test]
+fn device_paths_through_symlinks_stay_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let host_dir = tmp.path().join("hostdev");
+    std::fs::create_dir(&host_dir).unwrap();
+    let host_file = tmp.path().join("hostfile");
+    std::fs::write(&host_file, b"keep").unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        std::fs::create_dir(root.join("dev")).map_err(msg)?;
+        std::os::unix::fs::symlink(&host_dir, root.join("dev/evil")).map_err(msg)?;
+        std::os::unix::fs::symlink(&host_file, root.join("dev/link")).map_err(msg)?;
+        let dev = |p: &str| {
+            LinuxDeviceBuilder::default()
+                .path(p)
+                .typ(LinuxDeviceType::C)
+                .major(1)
+                .minor(3)
+                .file_mode(0o640u32)
+                .uid(1000u32)
+                .gid(1001u32)
+                .build()
+                .unwrap()
+        };
+        let linux = LinuxBuilder::default()
+            .devices(vec![dev("/dev/evil/mydev"), dev("/dev/link")])
+            .build()
+            .unwrap();
+        let spec = SpecBuilder::default()
+            .mounts(Vec::<Mount>::new())
+            .linux(linux)
+            .build()
+            .unwrap();
+        prepare(&spec, &root)?;
+        check(
+            !host_dir.join("mydev").exists(),
+            "device created on the host",
+        )?;
+        check(
+            std::fs::read(&host_file).map_err(msg)? == b"keep",
+            "host file changed",
+        )?;
+        let node = inside(&root, &host_dir).join("mydev");
+        let meta = std::fs::symlink_metadata(&node).map_err(|e| format!("{node:?}: {e}"))?;
+        check(meta.file_type().is_char_device(), "not a char device")?;
+        check(meta.rdev() == nix::sys::stat::makedev(1, 3), "wrong rdev")?;
+        check(meta.permissions().mode() & 0o7777 == 0o640, "wrong mode")?;
+        check(meta.uid() == 1000 && meta.gid() == 1001, "wrong owner")?;
+        let link = std::fs::symlink_metadata(root.join("dev/link")).map_err(msg)?;
+        check(
+            link.file_type().is_char_device(),
+            "symlink not replaced by the device",
+        )
+    });
+}
+
+#[test]
+fn full_lifecycle_with_default_mounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    let file_src = tmp.path().join("file_src");
+    std::fs::write(&file_src, b"file content").unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        std::fs::write(root.join("marker"), b"in rootfs").map_err(msg)?;
+        let mut mounts = oci_spec::runtime::get_default_mounts();
+        mounts.push(bind(&src, "/data", &["rbind", "ro", "nosuid"]));
+        mounts.push(bind(&file_src, "/etc/file", &["bind"]));
+        let default = Spec::default();
+        let defaults = default.linux().as_ref().unwrap();
+        let mydev = LinuxDeviceBuilder::default()
+            .path("/dev/mynull")
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(3)
+            .file_mode(0o600u32)
+            .build()
+            .unwrap();
+        let linux = LinuxBuilder::default()
+            .masked_paths(defaults.masked_paths().clone().unwrap())
+            .readonly_paths(defaults.readonly_paths().clone().unwrap())
+            .devices(vec![mydev])
+            .build()
+            .unwrap();
+        let spec = SpecBuilder::default()
+            .root(
+                RootBuilder::default()
+                    .path(&root)
+                    .readonly(true)
+                    .build()
+                    .unwrap(),
+            )
+            .mounts(mounts)
+            .linux(linux)
+            .build()
+            .unwrap();
+        prepare(&spec, &root)?;
+        pivot_root(&root).map_err(msg)?;
+        finish_rootfs(&spec).map_err(msg)?;
+
+        check(Path::new("/marker").exists(), "rootfs content not at /")?;
+        check(
+            !Path::new("/bin/busybox").exists(),
+            "host root still visible",
+        )?;
+        let null = std::fs::metadata("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        check(
+            null.rdev() == nix::sys::stat::makedev(1, 3),
+            "/dev/null rdev",
+        )?;
+        check(null.permissions().mode() & 0o777 == 0o666, "/dev/null mode")?;
+        for d in [
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+            "/dev/tty",
+        ] {
+            check(
+                std::fs::metadata(d).is_ok_and(|m| m.file_type().is_char_device()),
+                format!("{d} missing"),
+            )?;
+        }
+        let mynull = std::fs::metadata("/dev/mynull").map_err(|e| format!("/dev/mynull: {e}"))?;
+        check(
+            mynull.permissions().mode() & 0o777 == 0o600,
+            "/dev/mynull mode",
+        )?;
+        check(
+            std::fs::read_link("/dev/ptmx").map_err(|e| format!("/dev/ptmx: {e}"))?
+                == Path::new("pts/ptmx"),
+            "/dev/ptmx",
+        )?;
+        check(
+            std::fs::read_link("/dev/fd").map_err(|e| format!("/dev/fd: {e}"))?
+                == Path::new("/proc/self/fd"),
+            "/dev/fd",
+        )?;
+        check(
+            std::fs::read_link("/dev/stderr").map_err(|e| format!("/dev/stderr: {e}"))?
+                == Path::new("/proc/self/fd/2"),
+            "/dev/stderr",
+        )?;
+        check(
+            magic(Path::new("/proc"))? == PROC_SUPER_MAGIC,
+            "/proc not procfs",
+        )?;
+        check(magic(Path::new("/sys"))? == SYSFS_MAGIC, "/sys not sysfs")?;
+        check(is_ro(Path::new("/sys"))?, "/sys not read-only")?;
+        check(
+            is_ro(Path::new("/sys/fs/cgroup"))?,
+            "/sys/fs/cgroup not read-only",
+        )?;
+        check(
+            Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists(),
+            "memory hierarchy missing",
+        )?;
+        check(
+            magic(Path::new("/dev/shm"))? == TMPFS_MAGIC,
+            "/dev/shm not tmpfs",
+        )?;
+        // Masked files are /dev/null, masked directories an empty read-only tmpfs.
+        let masked_file = [
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/proc/sched_debug",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("no masked /proc file exists")?;
+        let meta = std::fs::metadata(masked_file).map_err(|e| format!("{masked_file}: {e}"))?;
+        check(
+            meta.rdev() == nix::sys::stat::makedev(1, 3),
+            format!("{masked_file} not masked"),
+        )?;
+        if Path::new("/proc/acpi").exists() {
+            check(
+                magic(Path::new("/proc/acpi"))? == TMPFS_MAGIC,
+                "/proc/acpi not masked",
+            )?;
+        }
+        check(is_ro(Path::new("/proc/sys"))?, "/proc/sys not read-only")?;
+        check(!is_ro(Path::new("/proc"))?, "/proc itself became read-only")?;
+        check(is_ro(Path::new("/"))?, "root not read-only")?;
+        check(std::fs::write("/newfile", b"x").is_err(), "root writable")?;
+        check(is_ro(Path::new("/data"))?, "ro bind not read-only")?;
+        let data = statvfs("/data").map_err(msg)?;
+        check(
+            data.flags().contains(FsFlags::ST_NOSUID),
+            "nosuid lost on ro bind",
+        )?;
+        check(
+            Path::new("/data/from_source").exists(),
+            "bind source content missing",
+        )?;
+        check(
+            std::fs::read("/etc/file").map_err(|e| format!("/etc/file: {e}"))? == b"file content",
+            "file bind",
+        )
+    });
+}
+
+#[test]
+fn recursive_readonly_and_propagation_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    std::fs::create_dir(src.join("sub")).unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        tmpfs_on(&src.join("sub"))?;
+        let spec = spec_with(vec![
+            bind(&src, "/rro", &["rbind", "rro", "rshared"]),
+            bind(&src, "/ro", &["rbind", "ro"]),
+        ]);
+        prepare(&spec, &root)?;
+        check(
+            is_ro(&root.join("rro"))? && is_ro(&root.join("rro/sub"))?,
+            "rro not recursive",
+        )?;
+        check(
+            is_ro(&root.join("ro"))? && !is_ro(&root.join("ro/sub"))?,
+            "plain ro changed a submount",
+        )?;
+        let mounts = super::mountinfo::read().map_err(msg)?;
+        let rro = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == root.join("rro"));
+        check(rro.is_some_and(|m| m.is_shared()), "rshared not applied")?;
+        let ro = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == root.join("ro"));
+        check(
+            ro.is_some_and(|m| !m.is_shared()),
+            "/ro unexpectedly shared",
+        )
+    });
+}
+
+#[test]
+fn proc_mounts_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        let err = prepare(
+            &spec_with(vec![mount("tmpfs", "tmpfs", "/proc", &[])]),
+            &root,
+        )
+        .unwrap_err();
+        check(
+            err.contains("proc"),
+            format!("tmpfs over /proc accepted: {err}"),
+        )?;
+        let spec = spec_with(vec![
+            mount("proc", "proc", "/proc", &[]),
+            bind(&src, "/proc/sys", &["bind"]),
+        ]);
+        let err = prepare(&spec, &root).unwrap_err();
+        check(
+            err.contains("not allowed"),
+            format!("bind over /proc/sys accepted: {err}"),
+        )?;
+        std::os::unix::fs::symlink("/etc", root.join("sys")).map_err(msg)?;
+        let err = prepare(
+            &spec_with(vec![mount("sysfs", "sysfs", "/sys", &[])]),
+            &root,
+        )
+        .unwrap_err();
+        check(
+            err.contains("symlink"),
+            format!("sysfs on a symlink accepted: {err}"),
+        )
+    });
+}
+
+#[test]
+fn idmap_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        let err = prepare(
+            &spec_with(vec![mount("tmpfs", "tmpfs", "/t", &["idmap"])]),
+            &root,
+        )
+        .unwrap_err();
+        check(
+            err.contains("idmap") && err.contains("not supported"),
+            format!("idmap: {err}"),
+        )
+    });
+}
+
+#[test]
+fn tmpcopyup_copies_content_without_following_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        let base = root.join("var/cache");
+        std::fs::create_dir_all(base.join("sub")).map_err(msg)?;
+        std::fs::write(base.join("sub/file"), b"cached").map_err(msg)?;
+        std::fs::set_permissions(
+            base.join("sub/file"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .map_err(msg)?;
+        std::os::unix::fs::symlink("/etc/passwd", base.join("link")).map_err(msg)?;
+        nix::unistd::mkfifo(
+            &base.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(msg)?;
+        let spec = spec_with(vec![mount(
+            "tmpfs",
+            "tmpfs",
+            "/var/cache",
+            &["tmpcopyup", "ro", "mode=755"],
+        )]);
+        prepare(&spec, &root)?;
+        check(
+            magic(&base)? == TMPFS_MAGIC && is_ro(&base)?,
+            "not a read-only tmpfs",
+        )?;
+        check(
+            std::fs::read(base.join("sub/file")).map_err(msg)? == b"cached",
+            "file not copied",
+        )?;
+        let mode = std::fs::metadata(base.join("sub/file"))
+            .map_err(msg)?
+            .permissions()
+            .mode();
+        check(mode & 0o777 == 0o640, format!("mode {mode:o} not kept"))?;
+        check(
+            std::fs::read_link(base.join("link")).map_err(msg)? == Path::new("/etc/passwd"),
+            "link",
+        )?;
+        let fifo = std::fs::symlink_metadata(base.join("fifo")).map_err(msg)?;
+        check(fifo.file_type().is_fifo(), "fifo not copied")?;
+        let err = prepare(
+            &spec_with(vec![mount("proc", "proc", "/p", &["tmpcopyup"])]),
+            &root,
+        )
+        .unwrap_err();
+        check(
+            err.contains("tmpcopyup"),
+            format!("tmpcopyup on proc: {err}"),
+        )
+    });
+}
+
+#[test]
+fn rootfs_propagation_shared_survives_pivot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        let linux = LinuxBuilder::default()
+            .rootfs_propagation("rshared")
+            .build()
+            .unwrap();
+        let spec = SpecBuilder::default()
+            .mounts(vec![mount("proc", "proc", "/proc", &[])])
+            .linux(linux)
+            .build()
+            .unwrap();
+        prepare(&spec, &root)?;
+        pivot_root(&root).map_err(msg)?;
+        finish_rootfs(&spec).map_err(msg)?;
+        check(
+            Path::new("/dev/null").exists(),
+            "devices missing after pivot",
+        )?;
+        let mounts = super::mountinfo::read().map_err(msg)?;
+        let top = super::mountinfo::containing_mount(&mounts, Path::new("/"));
+        check(
+            top.is_some_and(|m| m.is_shared()),
+            format!("/ not shared: {top:?}"),
+        )?;
+        check(
+            mounts.iter().all(|m| m.mount_point.starts_with("/")),
+            "odd mount table",
+        )
+    });
+}
+
+#[test]
+fn move_root_enters_rootfs_and_detaches_host_mounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        std::fs::write(root.join("marker"), b"x").map_err(msg)?;
+        let spec = spec_with(vec![mount(
+            "proc",
+            "proc",
+            "/proc",
+            &["nosuid", "noexec", "nodev"],
+        )]);
+        prepare(&spec, &root)?;
+        move_root(&root).map_err(msg)?;
+        finish_rootfs(&spec).map_err(msg)?;
+        check(Path::new("/marker").exists(), "not in the rootfs")?;
+        let mounts = super::mountinfo::read().map_err(msg)?;
+        // Host mounts such as /sys/fs/cgroup/* were detached before the chroot.
+        check(
+            !mounts
+                .iter()
+                .any(|m| m.fstype == "cgroup" || m.fstype == "sysfs"),
+            "host mounts left behind",
+        )
+    });
+}
+
+#[test]
+fn console_and_user_ns_device_binds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        tmpfs_on(&root)?;
+        let spec = spec_with(vec![mount(
+            "tmpfs",
+            "tmpfs",
+            "/dev",
+            &["nosuid", "mode=755"],
+        )]);
+        let cfg = RootfsConfig {
+            spec: &spec,
+            rootfs: &root,
+            in_user_ns: true,
+            cgroup_ns: false,
+        };
+        prepare_rootfs(&cfg).map_err(msg)?;
+        let null = std::fs::metadata(root.join("dev/null")).map_err(msg)?;
+        check(
+            null.rdev() == nix::sys::stat::makedev(1, 3),
+            "bound /dev/null wrong",
+        )?;
+        let pty = nix::pty::openpty(None, None).map_err(msg)?;
+        let slave_path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .map_err(msg)?;
+        bind_console(&root, &slave_path).map_err(msg)?;
+        let console = std::fs::metadata(root.join("dev/console")).map_err(msg)?;
+        let slave = std::fs::metadata(&slave_path).map_err(msg)?;
+        check(
+            console.rdev() == slave.rdev(),
+            "console is not the pty slave",
+        )
+    });
+}
+
+#[test]
+fn cgroup_mount_with_own_cgroup_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::CLONE_NEWCGROUP, || {
+        tmpfs_on(&root)?;
+        let spec = spec_with(vec![mount(
+            "cgroup",
+            "cgroup",
+            "/sys/fs/cgroup",
+            &["nosuid", "ro"],
+        )]);
+        let cfg = RootfsConfig {
+            spec: &spec,
+            rootfs: &root,
+            in_user_ns: false,
+            cgroup_ns: true,
+        };
+        prepare_rootfs(&cfg).map_err(msg)?;
+        let cg = root.join("sys/fs/cgroup");
+        check(is_ro(&cg)?, "cgroup tmpfs not read-only")?;
+        check(
+            cg.join("cpu/cgroup.procs").exists(),
+            "cpu hierarchy missing",
+        )?;
+        check(is_ro(&cg.join("memory"))?, "memory hierarchy not read-only")?;
+        check(
+            cg.join("memory/memory.limit_in_bytes").exists(),
+            "memory hierarchy missing",
+        )
+    });
+}
