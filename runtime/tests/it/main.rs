@@ -9,6 +9,7 @@ mod support;
 
 mod cgroups;
 mod exec;
+mod hooks;
 mod lifecycle;
 mod mounts;
 mod process;
