@@ -13,4 +13,5 @@ mod hooks;
 mod lifecycle;
 mod mounts;
 mod process;
+mod security;
 mod terminal;
