@@ -94,6 +94,20 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
         );
         return move_root(rootfs);
     }
+    // pivot_root(2) refuses a shared parent of the current root; when "/" is the
+    // namespace's root mount it is its own parent. It is detached right after,
+    // so making it private changes nothing the container can see.
+    let mounts = read_mounts()?;
+    if mountinfo::containing_mount(&mounts, Path::new("/")).is_some_and(|m| m.is_shared()) {
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| pivot_err(rootfs, "make old root private", e))?;
+    }
     let dir = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let old_root =
         nix::fcntl::open("/", dir, Mode::empty()).map_err(|e| pivot_err(rootfs, "open /", e))?;

@@ -637,3 +637,71 @@ fn cgroup_mount_with_own_cgroup_namespace() {
         )
     });
 }
+
+#[test]
+fn plain_directory_rootfs_is_bound_and_pivoted() {
+    // The usual bundle: rootfs is a directory on the host filesystem, not a mount point.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    std::fs::create_dir(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), b"berth-test").unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        let spec = SpecBuilder::default()
+            .root(
+                RootBuilder::default()
+                    .path(&root)
+                    .readonly(true)
+                    .build()
+                    .unwrap(),
+            )
+            .mounts(vec![
+                mount("proc", "proc", "/proc", &["nosuid", "noexec", "nodev"]),
+                mount(
+                    "tmpfs",
+                    "tmpfs",
+                    "/dev",
+                    &["nosuid", "strictatime", "mode=755", "size=65536k"],
+                ),
+            ])
+            .build()
+            .unwrap();
+        prepare(&spec, &root)?;
+        pivot_root(&root).map_err(msg)?;
+        finish_rootfs(&spec).map_err(msg)?;
+        check(
+            std::fs::read("/etc/os-release").map_err(msg)? == b"berth-test",
+            "rootfs content",
+        )?;
+        check(is_ro(Path::new("/"))?, "root not read-only")?;
+        check(!is_ro(Path::new("/dev"))?, "/dev must stay writable")?;
+        let mounts = super::mountinfo::read().map_err(msg)?;
+        check(
+            mounts
+                .iter()
+                .all(|m| !m.mount_point.starts_with(tmp.path())),
+            "host paths in the mount table",
+        )?;
+        check(
+            mounts
+                .iter()
+                .filter(|m| m.mount_point == Path::new("/"))
+                .count()
+                == 1,
+            "old root still mounted",
+        )
+    });
+    // Nothing was left on the host's copy of the rootfs but the image content.
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| n == "etc" || n == "proc" || n == "dev"),
+        "{left:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("dev")).unwrap().count(),
+        0,
+        "device nodes written to the host rootfs"
+    );
+}
