@@ -8,6 +8,7 @@
 mod support;
 
 mod cgroups;
+mod commands;
 mod exec;
 mod hooks;
 mod lifecycle;
