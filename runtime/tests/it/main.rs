@@ -9,6 +9,7 @@ mod support;
 
 mod cgroups;
 mod commands;
+mod compare;
 mod exec;
 mod hooks;
 mod lifecycle;

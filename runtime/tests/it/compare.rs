@@ -1,0 +1,105 @@
+//! The same bundle under runc and under the runtime being tested: what the
+//! process observes must match (capabilities, mounts, cgroup limits, ids).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::support::probe::{parse_mountinfo, status_field};
+use crate::support::{Bundle, Container, Runtime};
+
+const PROBE: &str = "exec 2>&1; echo BEGIN-STATUS; cat /proc/self/status; echo BEGIN-MOUNTS; \
+    cat /proc/self/mountinfo; echo BEGIN-CGROUP; \
+    for f in memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes cpu/cpu.cfs_quota_us \
+             cpu/cpu.cfs_period_us cpu/cpu.shares pids/pids.max cpuset/cpuset.cpus; do \
+      echo \"$f=$(cat /sys/fs/cgroup/$f)\"; done; \
+    echo hostname=$(hostname); echo nofile=$(ulimit -n); echo umask=$(umask); echo cwd=$(pwd); echo END";
+
+fn configure(b: &mut Bundle) {
+    b.set("/hostname", json!("cmp-host"));
+    b.set("/process/user", json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]}));
+    let caps = json!(["CAP_NET_BIND_SERVICE", "CAP_KILL"]);
+    b.set(
+        "/process/capabilities",
+        json!({"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"], "effective": caps,
+               "permitted": caps, "inheritable": caps, "ambient": ["CAP_NET_BIND_SERVICE"]}),
+    );
+    b.set("/process/rlimits", json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}]));
+    b.set("/process/cwd", json!("/home/user"));
+    b.resource("memory", json!({"limit": 80 << 20, "reservation": 40 << 20}));
+    b.resource("cpu", json!({"quota": 20000, "period": 100000, "shares": 256, "cpus": "0"}));
+    b.resource("pids", json!({"limit": 64}));
+    b.set(
+        "/linux/seccomp",
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}),
+    );
+    b.mount("/scratch", "tmpfs", "tmpfs", &["nosuid", "nodev", "size=1m"]);
+    b.sh(PROBE);
+}
+
+/// What one runtime's container observed, normalised for comparison.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    status: BTreeMap<String, String>,
+    mounts: Vec<String>,
+    values: BTreeMap<String, String>,
+}
+
+fn observe(rt: &Runtime) -> Observed {
+    let mut b = Bundle::new();
+    configure(&mut b);
+    let mut c = Container::new(rt, "cmp", b);
+    let f = c.run_to_exit();
+    let out = f.stdout;
+    assert!(out.contains("END"), "{}: {out}", rt.name());
+    let (_, rest) = out.split_once("BEGIN-STATUS\n").unwrap();
+    let (status_text, rest) = rest.split_once("BEGIN-MOUNTS\n").unwrap();
+    let (mount_text, values_text) = rest.split_once("BEGIN-CGROUP\n").unwrap();
+    let keys = [
+        "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Uid", "Gid", "Groups", "NoNewPrivs",
+        "Seccomp",
+    ];
+    let status = keys
+        .iter()
+        .map(|k| (k.to_string(), status_field(status_text, k).unwrap_or_default()))
+        .collect();
+    let keep = ["ro", "rw", "nosuid", "nodev", "noexec"];
+    let mut mounts: Vec<String> = parse_mountinfo(mount_text)
+        .into_iter()
+        .map(|m| {
+            let mut opts: Vec<&str> = m.options.split(',').filter(|o| keep.contains(o)).collect();
+            opts.sort();
+            format!("{} {} {}", m.mount_point, m.fstype, opts.join(","))
+        })
+        .collect();
+    mounts.sort();
+    let values = values_text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Observed { status, mounts, values }
+}
+
+#[test]
+fn same_bundle_same_observations_as_runc() {
+    let Some(runc) = Runtime::runc() else {
+        eprintln!("skipped: runc is not installed");
+        return;
+    };
+    let theirs = observe(&runc);
+    let ours = observe(&Runtime::under_test());
+    assert_eq!(ours.status, theirs.status, "process status differs from runc");
+    let only_ours: Vec<_> = ours.mounts.iter().filter(|m| !theirs.mounts.contains(m)).collect();
+    let only_theirs: Vec<_> = theirs.mounts.iter().filter(|m| !ours.mounts.contains(m)).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "mount tables differ\nonly under test: {only_ours:#?}\nonly under runc: {only_theirs:#?}"
+    );
+    assert_eq!(ours.values, theirs.values, "cgroup limits / process values differ");
+    // The comparison is only meaningful if the bundle's settings took effect.
+    assert_eq!(theirs.values["pids/pids.max"], "64");
+    assert_eq!(theirs.status["CapAmb"], "0000000000000400");
+    assert_eq!(theirs.status["Seccomp"], "2");
+}
