@@ -2,3 +2,7 @@
 pub mod digest;
 pub mod hosts;
 pub mod reference;
+pub mod manifest;
+pub mod registry;
+pub mod unpack;
+pub mod pull;
