@@ -512,6 +512,45 @@ mod tests {
     }
 
     #[test]
+    fn load_needs_no_new_privs_or_cap_sys_admin() {
+        let json = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
+        });
+        let first = compile(&profile(json.clone())).unwrap();
+        let second = compile(&profile(json)).unwrap();
+        let status = in_child(|| {
+            // libseccomp must not set no_new_privs behind our back.
+            if nix::sys::prctl::get_no_new_privs() != Ok(false) {
+                return 2;
+            }
+            if caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_ADMIN,
+            )
+            .is_err()
+            {
+                return 3;
+            }
+            if !matches!(first.load(), Err(SeccompError::Load(_))) {
+                return 4;
+            }
+            if nix::sys::prctl::get_no_new_privs() != Ok(false) {
+                return 5;
+            }
+            if nix::sys::prctl::set_no_new_privs().is_err() {
+                return 6;
+            }
+            match second.load() {
+                Ok(None) => 0,
+                _ => 7,
+            }
+        });
+        exited_ok(status);
+    }
+
+    #[test]
     fn kill_process_action_kills_with_sigsys() {
         let prog = compile(&profile(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
