@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn overlong_content_stops_reading() {
-        let data = vec![1u8; 100];
+        let data = [1u8; 100];
         let mut r =
             VerifyingReader::new(&data[..], Digest::of_bytes(&data[..50])).with_size(Some(50));
         let mut out = Vec::new();
