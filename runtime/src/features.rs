@@ -3,7 +3,7 @@
 //! Values are probed where the host decides (libseccomp archs and flags,
 //! AppArmor, SELinux, id-mapped mounts), fixed where the code decides.
 
-use libseccomp::{ScmpAction, ScmpFilterContext};
+use libseccomp::{ScmpAction, ScmpArch, ScmpFilterContext};
 use oci_spec::runtime::{Arch, LinuxSeccompFilterFlag};
 use serde_json::{json, Value};
 
@@ -121,16 +121,22 @@ const KNOWN_FLAGS: [LinuxSeccompFilterFlag; 4] = [
     LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
 ];
 
-/// Architectures the installed libseccomp can add to a filter.
+/// Architectures the installed libseccomp knows. One filter cannot mix
+/// endiannesses, so each arch is probed on a scratch filter whose native
+/// arch was removed first. `SCMP_ARCH_NATIVE` is an alias and not listed.
 fn supported_arches() -> Vec<String> {
     ALL_ARCHES
         .iter()
+        .filter(|arch| **arch != Arch::ScmpArchNative)
         .filter(|arch| {
             let Ok(mut ctx) = ScmpFilterContext::new(ScmpAction::Allow) else {
                 return false;
             };
             let a = crate::seccomp::to_arch(**arch);
-            ctx.is_arch_present(a).unwrap_or(false) || ctx.add_arch(a).is_ok()
+            if ctx.is_arch_present(a).unwrap_or(false) {
+                return true;
+            }
+            ctx.remove_arch(ScmpArch::native()).is_ok() && ctx.add_arch(a).is_ok()
         })
         .map(|a| a.to_string())
         .collect()
@@ -268,6 +274,9 @@ mod tests {
             assert!(archs.contains(&Arch::ScmpArchX86_64));
             assert!(archs.contains(&Arch::ScmpArchX86));
         }
+        // Big-endian arches are known too (probed without the native arch).
+        assert!(archs.contains(&Arch::ScmpArchS390x));
+        assert!(!archs.contains(&Arch::ScmpArchNative));
         let supported = seccomp.supported_flags().as_ref().unwrap();
         let known = seccomp.known_flags().as_ref().unwrap();
         assert!(supported.iter().all(|f| known.contains(f)));
