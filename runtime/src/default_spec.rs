@@ -66,7 +66,8 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     m.set_destination(PathBuf::from(dest));
     m.set_typ(Some(typ.to_string()));
     m.set_source(Some(PathBuf::from(source)));
-    m.set_options(Some(strings(options)));
+    // runc-style: no "options" key at all when there are none.
+    m.set_options((!options.is_empty()).then(|| strings(options)));
     m.set_uid_mappings(None);
     m.set_gid_mappings(None);
     m
