@@ -1,0 +1,352 @@
+//! The container lifecycle: create, start, state, kill, delete (this file
+//! and `create.rs`), exec (`exec.rs`), and ps/events/update/pause/resume
+//! (`ops.rs`).
+
+mod create;
+mod exec;
+mod ops;
+
+pub use create::CreateOptions;
+pub use exec::{ExecOptions, ExecProcess};
+pub use ops::Event;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::ContainerState;
+use serde::Serialize;
+
+use crate::cgroups::{CgroupError, CgroupManager};
+use crate::hooks::HookStage;
+use crate::process::channel::ChannelError;
+use crate::process::console::ConsoleError;
+use crate::process::init::hook_state;
+use crate::state::{self, PersistedState, StateError, Status};
+
+/// Errors of lifecycle operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// State directory problem (not found, exists, corrupt).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The bundle's config is unusable.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// Namespace set-up in the runtime process.
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
+    /// Cgroup operation.
+    #[error("container {id}: cgroup: {source}")]
+    Cgroup {
+        /// Container id.
+        id: String,
+        /// Cgroup error.
+        #[source]
+        source: Box<CgroupError>,
+    },
+    /// The parent <-> child channel.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The container init or exec child reported an error.
+    #[error("{0}")]
+    Child(String),
+    /// The child exited before finishing its set-up.
+    #[error("container process exited during set-up ({0})")]
+    ChildDied(String),
+    /// A hook run by the runtime process failed.
+    #[error("{stage:?} hook: {source}")]
+    Hook {
+        /// Hook stage.
+        stage: HookStage,
+        /// Hook error.
+        #[source]
+        source: Box<crate::hooks::HookError>,
+    },
+    /// Console socket forwarding.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    /// A syscall in the runtime process failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// Errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// A file operation in the runtime process failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation is not allowed in the container's current status.
+    #[error("container {id} is {status}: cannot {op}")]
+    BadStatus {
+        /// Container id.
+        id: String,
+        /// Current status.
+        status: Status,
+        /// Refused operation.
+        op: &'static str,
+    },
+    /// Invalid request.
+    #[error("{0}")]
+    Invalid(String),
+    /// Waiting for the container took too long.
+    #[error("container {id}: timed out waiting for {what}")]
+    Timeout {
+        /// Container id.
+        id: String,
+        /// What we waited for.
+        what: &'static str,
+    },
+}
+
+/// The `state` command's JSON (runtime-spec state plus runc's extra fields).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateReport {
+    /// Spec version of the container's config.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Init pid (0 once stopped).
+    pub pid: i32,
+    /// created, running, paused or stopped.
+    pub status: Status,
+    /// Bundle path.
+    pub bundle: PathBuf,
+    /// Rootfs path.
+    pub rootfs: PathBuf,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Owner user name (empty like runc when root owns it).
+    pub owner: String,
+    /// Annotations from the spec.
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+}
+
+/// A container found under the runtime root.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// The runtime root (state directory parent).
+    pub root: PathBuf,
+    /// `<root>/<id>`.
+    pub dir: PathBuf,
+    /// Persisted facts.
+    pub state: PersistedState,
+}
+
+impl Container {
+    /// Loads `<root>/<id>`.
+    pub fn load(root: &Path, id: &str) -> Result<Self, ContainerError> {
+        let state = PersistedState::load(root, id)?;
+        Ok(Container {
+            root: root.to_path_buf(),
+            dir: state::container_dir(root, id)?,
+            state,
+        })
+    }
+
+    /// Ids of every container under `root` (sorted).
+    pub fn list(root: &Path) -> Result<Vec<String>, ContainerError> {
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ContainerError::Io {
+                    op: "listing",
+                    path: root.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(state::STATE_FILE).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Container id.
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// Init pid (host).
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+
+    /// Current status, derived now.
+    pub fn status(&self) -> Status {
+        self.state.status(&self.dir)
+    }
+
+    /// The `state` command's report.
+    pub fn report(&self) -> StateReport {
+        let status = self.status();
+        let owner = if self.state.owner == 0 {
+            String::new()
+        } else {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.state.owner))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| self.state.owner.to_string())
+        };
+        StateReport {
+            oci_version: self.state.spec.version().clone(),
+            id: self.state.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.state.pid
+            },
+            status,
+            bundle: self.state.bundle.clone(),
+            rootfs: self.state.rootfs.clone(),
+            created: self.state.created,
+            owner,
+            annotations: self.state.annotations.clone(),
+        }
+    }
+
+    /// The cgroup manager rebuilt from the stored path.
+    pub fn cgroup(&self) -> Result<CgroupManager, ContainerError> {
+        CgroupManager::new(Some(&self.state.cgroup_path), &self.state.id)
+            .map_err(|e| self.cg_err(e))
+    }
+
+    fn cg_err(&self, source: CgroupError) -> ContainerError {
+        ContainerError::Cgroup {
+            id: self.state.id.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn bad_status(&self, status: Status, op: &'static str) -> ContainerError {
+        ContainerError::BadStatus {
+            id: self.state.id.clone(),
+            status,
+            op,
+        }
+    }
+
+    /// Sends `signal` to the init, or to every process of the cgroup with `all`.
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<(), ContainerError> {
+        let status = self.status();
+        if status == Status::Stopped && !all {
+            return Err(self.bad_status(status, "kill"));
+        }
+        if all {
+            let cg = self.cgroup()?;
+            // A frozen task only sees the signal once thawed.
+            if status == Status::Paused && matches!(signal, Signal::SIGKILL) {
+                cg.kill_all(signal).map_err(|e| self.cg_err(e))?;
+                return cg.thaw().map_err(|e| self.cg_err(e));
+            }
+            return cg.kill_all(signal).map_err(|e| self.cg_err(e));
+        }
+        nix::sys::signal::kill(Pid::from_raw(self.state.pid), signal)
+            .map_err(|source| ContainerError::Sys { op: "kill", source })
+    }
+
+    /// Removes the container: with `force` a running one is killed first; a
+    /// created one is always killed (its init never ran user code). Destroys
+    /// the cgroup, runs poststop hooks and removes the state directory.
+    pub fn delete(self, force: bool) -> Result<(), ContainerError> {
+        let status = self.status();
+        match status {
+            Status::Stopped => {}
+            Status::Created => self.kill_and_wait()?,
+            Status::Running | Status::Paused | Status::Creating if force => self.kill_and_wait()?,
+            _ => return Err(self.bad_status(status, "delete it without --force")),
+        }
+        let cg = self.cgroup()?;
+        cg.destroy().map_err(|e| self.cg_err(e))?;
+        if let Some(hooks) = self
+            .state
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().as_deref())
+            .filter(|h| !h.is_empty())
+        {
+            let st = hook_state(
+                self.id(),
+                &self.state.spec,
+                &self.state.bundle,
+                None,
+                ContainerState::Stopped,
+            );
+            // runtime-spec: poststop failures are logged, deletion goes on.
+            if let Err(err) = crate::hooks::run_hooks(HookStage::Poststop, hooks, &st) {
+                tracing::warn!(container_id = %self.id(), %err, "poststop hook failed");
+            }
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(|source| ContainerError::Io {
+            op: "removing",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    fn kill_and_wait(&self) -> Result<(), ContainerError> {
+        let cg = self.cgroup()?;
+        if let Err(err) = cg.kill_all(Signal::SIGKILL) {
+            tracing::debug!(%err, "kill_all before delete");
+        }
+        if self.state.paused {
+            if let Err(err) = cg.thaw() {
+                tracing::debug!(%err, "thaw before delete");
+            }
+        }
+        if self.state.init_alive() {
+            match nix::sys::signal::kill(Pid::from_raw(self.state.pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(source) => return Err(ContainerError::Sys { op: "kill", source }),
+            }
+        }
+        self.wait_gone(Duration::from_secs(10))
+    }
+
+    /// Waits until the init is gone (or a zombie) and the cgroup is empty.
+    fn wait_gone(&self, timeout: Duration) -> Result<(), ContainerError> {
+        let cg = self.cgroup()?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            // Reap it if it is our child (`run`); otherwise its reaper will.
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(self.state.pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            let empty = cg.pids().map(|p| p.is_empty()).unwrap_or(true);
+            if !self.state.init_alive() && empty {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ContainerError::Timeout {
+                    id: self.id().to_string(),
+                    what: "its processes to exit",
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Small syscall wrappers nix does not offer; every `unsafe` of the process
+//! module lives here.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+/// Result of [`clone_fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneResult {
+    /// We are the parent; this is the child.
+    Parent(Pid),
+    /// We are the new child.
+    Child,
+}
+
+/// `clone(2)` used like `fork(2)`: no new stack, SIGCHLD on exit, plus
+/// `flags` (the `CLONE_NEW*` set).
+///
+/// The caller must be single-threaded: the child runs on a copy of the
+/// caller's memory with only the calling thread, so locks held by other
+/// threads would never be released.
+pub fn clone_fork(flags: CloneFlags) -> Result<CloneResult, Errno> {
+    let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: with a null stack pointer the kernel duplicates the caller's
+    // stack exactly like fork(); no pointers are passed (parent/child tid and
+    // tls are 0 and unused without the matching flags). The library documents
+    // that it must be called from a single-threaded process.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(CloneResult::Child),
+        pid => Ok(CloneResult::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Leaves the process immediately without running atexit handlers or
+/// flushing buffers shared with the parent (what a forked child must do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every fd >= `first` close-on-exec (`close_range(2)` with
+/// CLOSE_RANGE_CLOEXEC), so nothing from the runtime leaks into the
+/// container (CVE-2024-21626).
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only changes descriptor flags; no memory is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Joins a fresh anonymous-named session keyring (`KEYCTL_JOIN_SESSION_KEYRING`).
+pub fn join_session_keyring(name: &std::ffi::CStr) -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `setdomainname(2)` (nix has no wrapper).
+pub fn set_domainname(name: &std::ffi::CStr) -> Result<(), Errno> {
+    let len = name.to_bytes().len();
+    // SAFETY: the pointer and length describe the bytes of a live CStr.
+    let ret = unsafe { libc::setdomainname(name.as_ptr(), len) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Makes the terminal `fd` the controlling terminal of this session (TIOCSCTTY).
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no memory.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets the window size of the terminal `fd` (TIOCSWINSZ).
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` struct that lives on our stack.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Duplicates `fd` onto `target` (dup2), used for stdio.
+pub fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
+    // SAFETY: dup2 on a valid borrowed fd; `target` is one of 0, 1, 2 which
+    // the process owns as stdio.
+    let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Clears FD_CLOEXEC on `fd` if it is open (preserved fds must survive exec).
+pub fn clear_cloexec(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: fcntl F_GETFD/F_SETFD on an integer fd; a closed fd yields EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: as above.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_fork_runs_child_and_reports_status() {
+        match clone_fork(CloneFlags::empty()).unwrap() {
+            CloneResult::Child => exit_now(7),
+            CloneResult::Parent(pid) => {
+                let st = nix::sys::wait::waitpid(pid, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 7));
+            }
+        }
+    }
+
+    #[test]
+    fn clear_cloexec_on_closed_fd_fails() {
+        assert_eq!(clear_cloexec(987_654), Err(Errno::EBADF));
+    }
+}
