@@ -72,10 +72,11 @@ impl Digest {
 
     /// Digest of an in-memory byte string.
     pub fn of_bytes(data: &[u8]) -> Self {
-        Self::from_hasher(Sha256::new_with_prefix(data))
+        Self::from_sha256(Sha256::new_with_prefix(data))
     }
 
-    fn from_hasher(h: Sha256) -> Self {
+    /// Finalises a running SHA-256 into a digest.
+    pub(crate) fn from_sha256(h: Sha256) -> Self {
         Digest {
             hex: hex::encode(h.finalize()),
         }
@@ -192,7 +193,7 @@ impl<R: Read> VerifyingReader<R> {
                 });
             }
         }
-        let actual = Digest::from_hasher(self.hasher);
+        let actual = Digest::from_sha256(self.hasher);
         if actual != self.expected {
             return Err(DigestError::Mismatch {
                 expected: self.expected,

@@ -6,3 +6,4 @@ pub mod manifest;
 pub mod registry;
 pub mod unpack;
 pub mod pull;
+pub mod layout;
