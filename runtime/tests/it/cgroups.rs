@@ -36,7 +36,9 @@ fn host_cgroup_file(pid: i32, ctrl: &str, file: &str) -> String {
 
 /// Starts a container that prints `script`'s output then sleeps, and waits for the output.
 fn running(tag: &str, mut b: Bundle, script: &str) -> (Container, String) {
-    b.sh(&format!("exec 2>&1; {script} echo PROBE-DONE; exec sleep 1000"));
+    b.sh(&format!(
+        "exec 2>&1; {script} echo PROBE-DONE; exec sleep 1000"
+    ));
     let mut c = Container::new(&Runtime::under_test(), tag, b);
     c.launch();
     let out = c.wait_for_stdout("PROBE-DONE");
@@ -58,10 +60,20 @@ fn cpu_quota_period_shares_are_visible() {
         ("mems", "cpuset/cpuset.mems"),
     ]) + "grep Cpus_allowed_list /proc/self/status;";
     let (c, out) = running("cpu", b, &script);
-    for (k, v) in [("quota", "25000"), ("period", "50000"), ("shares", "512"), ("cpus", "0"), ("mems", "0")] {
+    for (k, v) in [
+        ("quota", "25000"),
+        ("period", "50000"),
+        ("shares", "512"),
+        ("cpus", "0"),
+        ("mems", "0"),
+    ] {
         assert_eq!(kv(&out, k).as_deref(), Some(v), "{k}: {out}");
     }
-    assert_eq!(status_field(&out, "Cpus_allowed_list").as_deref(), Some("0"), "{out}");
+    assert_eq!(
+        status_field(&out, "Cpus_allowed_list").as_deref(),
+        Some("0"),
+        "{out}"
+    );
     let pid = c.pid();
     assert_eq!(host_cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "25000");
     assert_eq!(host_cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "50000");
@@ -86,11 +98,18 @@ fn memory_limit_reservation_swap_are_visible() {
     assert_eq!(kv(&out, "soft").as_deref(), Some("33554432"), "{out}");
     assert_eq!(kv(&out, "memsw").as_deref(), Some("134217728"), "{out}");
     assert!(out.contains("oom_kill_disable 1"), "{out}");
-    assert_eq!(host_cgroup_file(c.pid(), "memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(
+        host_cgroup_file(c.pid(), "memory", "memory.limit_in_bytes"),
+        "67108864"
+    );
 }
 
 /// Reads the streaming `events ID` output until `pred` matches a line or the deadline.
-fn wait_event(path: &std::path::Path, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+fn wait_event(
+    path: &std::path::Path,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let text = fs::read_to_string(path).unwrap_or_default();
@@ -217,7 +236,11 @@ fn blkio_throttle_is_written() {
     );
     let script = cat_script(&[("bps", "blkio/blkio.throttle.read_bps_device")]);
     let (_c, out) = running("blkio", b, &script);
-    assert_eq!(kv(&out, "bps"), Some(format!("{major}:{minor} 1048576")), "{out}");
+    assert_eq!(
+        kv(&out, "bps"),
+        Some(format!("{major}:{minor} 1048576")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -230,7 +253,10 @@ fn absolute_cgroups_path_is_used_and_removed() {
     let line = out.lines().find(|l| l.contains(":pids:")).unwrap();
     assert!(line.ends_with(&format!(":pids:{leaf}")), "{out}");
     let dir = PathBuf::from(format!("/sys/fs/cgroup/pids{leaf}"));
-    assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "50");
+    assert_eq!(
+        fs::read_to_string(dir.join("pids.max")).unwrap().trim(),
+        "50"
+    );
     assert!(c.delete(true).success());
     assert!(!dir.exists(), "{} left behind", dir.display());
 }

@@ -39,7 +39,11 @@ fn pause_freezes_and_resume_thaws() {
     }
     let before = c.stdout().len();
     sleep(Duration::from_millis(300));
-    assert_eq!(c.stdout().len(), before, "container kept running while paused");
+    assert_eq!(
+        c.stdout().len(),
+        before,
+        "container kept running while paused"
+    );
     assert!(c.cmd(&["resume", &c.id]).ok().success());
     assert_eq!(c.status(), "running");
     sleep(Duration::from_millis(300));
@@ -49,7 +53,14 @@ fn pause_freezes_and_resume_thaws() {
 #[test]
 fn update_changes_limits_from_flags_and_file() {
     let c = sleeper("update");
-    let out = c.cmd(&["update", "--pids-limit", "42", "--cpu-quota", "30000", &c.id]);
+    let out = c.cmd(&[
+        "update",
+        "--pids-limit",
+        "42",
+        "--cpu-quota",
+        "30000",
+        &c.id,
+    ]);
     assert!(out.success(), "{out}");
     let probe = "echo pids=$(cat /sys/fs/cgroup/pids/pids.max); \
                  echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
@@ -82,7 +93,10 @@ fn ps_lists_the_containers_processes() {
     assert_eq!(pids.len(), 2, "sh and sleep expected: {out}");
     for p in pids {
         let cmdline = fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
-        assert!(cmdline.starts_with("sh") || cmdline.starts_with("sleep"), "{p}: {cmdline:?}");
+        assert!(
+            cmdline.starts_with("sh") || cmdline.starts_with("sleep"),
+            "{p}: {cmdline:?}"
+        );
     }
 }
 
@@ -95,7 +109,10 @@ fn events_stats_reports_cgroup_usage() {
     assert_eq!(v["id"], c.id.as_str(), "{v}");
     let d = &v["data"];
     assert_eq!(d["pids"]["current"].as_u64(), Some(2), "{v}");
-    assert!(d["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert!(
+        d["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
     assert!(d["cpu"]["usage"]["total"].as_u64().unwrap_or(0) > 0, "{v}");
 }
 
@@ -106,10 +123,32 @@ fn features_describes_the_runtime() {
     c.arg("features");
     let out = cmd::run(c, CMD_TIMEOUT).ok();
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert!(v["ociVersionMin"].as_str().is_some_and(|s| s.starts_with("1.")), "{v}");
-    assert!(v["ociVersionMax"].as_str().is_some_and(|s| s.starts_with("1.")), "{v}");
-    let hooks: Vec<&str> = v["hooks"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    for h in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+    assert!(
+        v["ociVersionMin"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("1.")),
+        "{v}"
+    );
+    assert!(
+        v["ociVersionMax"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("1.")),
+        "{v}"
+    );
+    let hooks: Vec<&str> = v["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
         assert!(hooks.contains(&h), "{h} missing: {v}");
     }
     let nss: Vec<&str> = v["linux"]["namespaces"]
@@ -121,8 +160,16 @@ fn features_describes_the_runtime() {
     for ns in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
         assert!(nss.contains(&ns), "{ns} missing: {v}");
     }
-    assert!(v["linux"]["seccomp"]["enabled"].as_bool() == Some(true), "{v}");
-    assert!(v["mountOptions"].as_array().is_some_and(|a| a.iter().any(|o| o == "rbind")), "{v}");
+    assert!(
+        v["linux"]["seccomp"]["enabled"].as_bool() == Some(true),
+        "{v}"
+    );
+    assert!(
+        v["mountOptions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "rbind")),
+        "{v}"
+    );
 }
 
 #[test]
@@ -134,9 +181,15 @@ fn spec_writes_a_config_that_runs() {
     cmd::run(c, CMD_TIMEOUT).ok();
     let text = fs::read_to_string(b.path().join("config.json")).unwrap();
     let spec: oci_spec::runtime::Spec = serde_json::from_str(&text).unwrap();
-    assert_eq!(spec.root().as_ref().unwrap().path(), std::path::Path::new("rootfs"));
+    assert_eq!(
+        spec.root().as_ref().unwrap().path(),
+        std::path::Path::new("rootfs")
+    );
     let mut v: Value = serde_json::from_str(&text).unwrap();
-    assert!(v["process"]["terminal"].as_bool().unwrap_or(false), "default spec is interactive like runc's");
+    assert!(
+        v["process"]["terminal"].as_bool().unwrap_or(false),
+        "default spec is interactive like runc's"
+    );
     v["process"]["terminal"] = json!(false);
     v["process"]["args"] = json!(["sh", "-c", "echo from-default-spec"]);
     let mut b = b;
@@ -149,8 +202,14 @@ fn spec_writes_a_config_that_runs() {
     let mut c = rt.command(std::path::Path::new("/nonexistent-root-unused"));
     c.args(["spec", "--rootless", "--bundle"]).arg(d.path());
     cmd::run(c, CMD_TIMEOUT).ok();
-    let v: Value = serde_json::from_str(&fs::read_to_string(d.path().join("config.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&fs::read_to_string(d.path().join("config.json")).unwrap()).unwrap();
     let nss = v["linux"]["namespaces"].as_array().unwrap();
     assert!(nss.iter().any(|n| n["type"] == "user"), "{v}");
-    assert!(v["linux"]["uidMappings"].as_array().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["linux"]["uidMappings"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
 }

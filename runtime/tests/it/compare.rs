@@ -17,24 +17,41 @@ const PROBE: &str = "exec 2>&1; echo BEGIN-STATUS; cat /proc/self/status; echo B
 
 fn configure(b: &mut Bundle) {
     b.set("/hostname", json!("cmp-host"));
-    b.set("/process/user", json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]}));
+    b.set(
+        "/process/user",
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]}),
+    );
     let caps = json!(["CAP_NET_BIND_SERVICE", "CAP_KILL"]);
     b.set(
         "/process/capabilities",
         json!({"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"], "effective": caps,
                "permitted": caps, "inheritable": caps, "ambient": ["CAP_NET_BIND_SERVICE"]}),
     );
-    b.set("/process/rlimits", json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}]));
+    b.set(
+        "/process/rlimits",
+        json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}]),
+    );
     b.set("/process/cwd", json!("/home/user"));
-    b.resource("memory", json!({"limit": 80 << 20, "reservation": 40 << 20}));
-    b.resource("cpu", json!({"quota": 20000, "period": 100000, "shares": 256, "cpus": "0"}));
+    b.resource(
+        "memory",
+        json!({"limit": 80 << 20, "reservation": 40 << 20}),
+    );
+    b.resource(
+        "cpu",
+        json!({"quota": 20000, "period": 100000, "shares": 256, "cpus": "0"}),
+    );
     b.resource("pids", json!({"limit": 64}));
     b.set(
         "/linux/seccomp",
         json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}),
     );
-    b.mount("/scratch", "tmpfs", "tmpfs", &["nosuid", "nodev", "size=1m"]);
+    b.mount(
+        "/scratch",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "size=1m"],
+    );
     b.sh(PROBE);
 }
 
@@ -57,12 +74,25 @@ fn observe(rt: &Runtime) -> Observed {
     let (status_text, rest) = rest.split_once("BEGIN-MOUNTS\n").unwrap();
     let (mount_text, values_text) = rest.split_once("BEGIN-CGROUP\n").unwrap();
     let keys = [
-        "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Uid", "Gid", "Groups", "NoNewPrivs",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "Uid",
+        "Gid",
+        "Groups",
+        "NoNewPrivs",
         "Seccomp",
     ];
     let status = keys
         .iter()
-        .map(|k| (k.to_string(), status_field(status_text, k).unwrap_or_default()))
+        .map(|k| {
+            (
+                k.to_string(),
+                status_field(status_text, k).unwrap_or_default(),
+            )
+        })
         .collect();
     let keep = ["ro", "rw", "nosuid", "nodev", "noexec"];
     let mut mounts: Vec<String> = parse_mountinfo(mount_text)
@@ -79,7 +109,11 @@ fn observe(rt: &Runtime) -> Observed {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    Observed { status, mounts, values }
+    Observed {
+        status,
+        mounts,
+        values,
+    }
 }
 
 #[test]
@@ -90,14 +124,28 @@ fn same_bundle_same_observations_as_runc() {
     };
     let theirs = observe(&runc);
     let ours = observe(&Runtime::under_test());
-    assert_eq!(ours.status, theirs.status, "process status differs from runc");
-    let only_ours: Vec<_> = ours.mounts.iter().filter(|m| !theirs.mounts.contains(m)).collect();
-    let only_theirs: Vec<_> = theirs.mounts.iter().filter(|m| !ours.mounts.contains(m)).collect();
+    assert_eq!(
+        ours.status, theirs.status,
+        "process status differs from runc"
+    );
+    let only_ours: Vec<_> = ours
+        .mounts
+        .iter()
+        .filter(|m| !theirs.mounts.contains(m))
+        .collect();
+    let only_theirs: Vec<_> = theirs
+        .mounts
+        .iter()
+        .filter(|m| !ours.mounts.contains(m))
+        .collect();
     assert!(
         only_ours.is_empty() && only_theirs.is_empty(),
         "mount tables differ\nonly under test: {only_ours:#?}\nonly under runc: {only_theirs:#?}"
     );
-    assert_eq!(ours.values, theirs.values, "cgroup limits / process values differ");
+    assert_eq!(
+        ours.values, theirs.values,
+        "cgroup limits / process values differ"
+    );
     // The comparison is only meaningful if the bundle's settings took effect.
     assert_eq!(theirs.values["pids/pids.max"], "64");
     assert_eq!(theirs.status["CapAmb"], "0000000000000400");

@@ -81,7 +81,11 @@ fn exec_gets_the_containers_security_setup() {
         assert_eq!(cap_mask(s, key), cap_mask(&init, key), "{key}: {out}");
     }
     for key in ["NoNewPrivs", "Seccomp", "Uid", "Gid"] {
-        assert_eq!(status_field(s, key), status_field(&init, key), "{key}: {out}");
+        assert_eq!(
+            status_field(s, key),
+            status_field(&init, key),
+            "{key}: {out}"
+        );
     }
     assert!(s.contains("Operation not permitted"), "{out}");
     assert_eq!(kv(s, "mk").as_deref(), Some("1"), "{out}");
@@ -111,7 +115,10 @@ fn exec_with_process_json() {
     let groups = s.split("groups=").nth(1).unwrap().lines().next().unwrap();
     let mut g: Vec<&str> = groups.split_whitespace().collect();
     g.sort();
-    assert!(g.contains(&"20") && g.contains(&"1000") && g.len() <= 2, "{out}");
+    assert!(
+        g.contains(&"20") && g.contains(&"1000") && g.len() <= 2,
+        "{out}"
+    );
     assert_eq!(kv(s, "cwd").as_deref(), Some("/home/user/w"), "{out}");
     assert_eq!(kv(s, "v").as_deref(), Some("from-json"), "{out}");
 }

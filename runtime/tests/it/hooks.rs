@@ -43,7 +43,12 @@ fn calls(log: &Path) -> Vec<Call> {
             let rest = it.next().unwrap_or("");
             let state = serde_json::from_str(rest)
                 .unwrap_or_else(|e| panic!("{stage}: state on stdin is not JSON ({e}): {rest:?}"));
-            Call { stage, mnt_ns, var, state }
+            Call {
+                stage,
+                mnt_ns,
+                var,
+                state,
+            }
         })
         .collect()
 }
@@ -58,7 +63,12 @@ fn hooks_run_in_order_with_state_on_stdin() {
     let log = logdir.path().join("log");
     let mut b = Bundle::new();
     b.rootfs_dir("/hooklog");
-    b.mount("/hooklog", "bind", logdir.path().to_str().unwrap(), &["bind", "rw"]);
+    b.mount(
+        "/hooklog",
+        "bind",
+        logdir.path().to_str().unwrap(),
+        &["bind", "rw"],
+    );
     b.set(
         "/hooks",
         json!({
@@ -90,7 +100,12 @@ fn hooks_run_in_order_with_state_on_stdin() {
     }
     assert_eq!(
         created_stages,
-        ["prestart", "createRuntime", "createRuntime2", "createContainer"],
+        [
+            "prestart",
+            "createRuntime",
+            "createRuntime2",
+            "createContainer"
+        ],
         "{after_create:?}"
     );
     assert!(c.start().success());
@@ -106,15 +121,23 @@ fn hooks_run_in_order_with_state_on_stdin() {
         // Keep runc's early poststart call where the spec puts it.
         if let Some(i) = all.iter().position(|c| c.stage == "poststart") {
             let early = all.remove(i);
-            let at = all.iter().position(|c| c.stage == "startContainer").map_or(all.len(), |i| i + 1);
+            let at = all
+                .iter()
+                .position(|c| c.stage == "startContainer")
+                .map_or(all.len(), |i| i + 1);
             all.insert(at, early);
         }
     }
     assert_eq!(
         stages(&all),
         [
-            "prestart", "createRuntime", "createRuntime2", "createContainer",
-            "startContainer", "poststart", "poststop"
+            "prestart",
+            "createRuntime",
+            "createRuntime2",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
         ],
         "{all:?}"
     );
@@ -126,7 +149,11 @@ fn hooks_run_in_order_with_state_on_stdin() {
         assert_eq!(call.var, "var-ok", "hook env not passed: {call:?}");
         assert_eq!(call.state["id"], c.id.as_str(), "{call:?}");
         let b = PathBuf::from(call.state["bundle"].as_str().unwrap_or_default());
-        assert_eq!(fs::canonicalize(&b).ok().as_ref(), Some(&bundle), "{call:?}");
+        assert_eq!(
+            fs::canonicalize(&b).ok().as_ref(),
+            Some(&bundle),
+            "{call:?}"
+        );
         assert!(call.state["ociVersion"].is_string(), "{call:?}");
         let in_container = matches!(call.stage.as_str(), "createContainer" | "startContainer");
         let pid = call.state["pid"].as_i64();
@@ -137,11 +164,24 @@ fn hooks_run_in_order_with_state_on_stdin() {
             assert_eq!(pid, Some(c.pid() as i64), "{call:?}");
         }
         if in_container {
-            assert_ne!(Path::new(&call.mnt_ns), host_mnt, "{} ran in the host mount ns", call.stage);
+            assert_ne!(
+                Path::new(&call.mnt_ns),
+                host_mnt,
+                "{} ran in the host mount ns",
+                call.stage
+            );
             let ns = container_mnt.get_or_insert_with(|| call.mnt_ns.clone());
-            assert_eq!(ns, &call.mnt_ns, "createContainer and startContainer in different mount ns");
+            assert_eq!(
+                ns, &call.mnt_ns,
+                "createContainer and startContainer in different mount ns"
+            );
         } else {
-            assert_eq!(Path::new(&call.mnt_ns), host_mnt, "{} ran outside the runtime ns", call.stage);
+            assert_eq!(
+                Path::new(&call.mnt_ns),
+                host_mnt,
+                "{} ran outside the runtime ns",
+                call.stage
+            );
         }
     }
     let status = |stage: &str| {
@@ -164,7 +204,10 @@ fn failing_create_runtime_hook_fails_create() {
     b.args(&["true"]);
     let mut c = Container::new(&Runtime::under_test(), "hookfail", b);
     let out = c.create();
-    assert!(!out.success(), "create succeeded despite a failing hook: {out}");
+    assert!(
+        !out.success(),
+        "create succeeded despite a failing hook: {out}"
+    );
     let st = c.cmd(&["state", &c.id]);
     assert!(
         !st.success() || st.stdout.contains("stopped"),
@@ -183,6 +226,13 @@ fn hook_timeout_is_enforced() {
     let mut c = Container::new(&Runtime::under_test(), "hooktimeout", b);
     let t0 = Instant::now();
     let out = c.create();
-    assert!(!out.success(), "create succeeded despite a hung hook: {out}");
-    assert!(t0.elapsed() < Duration::from_secs(15), "timeout not enforced: {:?}", t0.elapsed());
+    assert!(
+        !out.success(),
+        "create succeeded despite a hung hook: {out}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "timeout not enforced: {:?}",
+        t0.elapsed()
+    );
 }

@@ -25,10 +25,14 @@ fn init_is_pid_1() {
 #[test]
 fn exit_code_is_the_process_exit_code() {
     let mut b = Bundle::new();
-    b.sh("exit 7");
+    b.sh("echo to-out; echo to-err >&2; exit 7");
     let mut c = Container::new(&Runtime::under_test(), "exitcode", b);
     let f = c.run_to_exit();
-    let st = f.status.expect("the container init should be reaped by the test (subreaper)");
+    assert_eq!(f.stdout, "to-out\n", "{f:?}");
+    assert!(f.stderr.contains("to-err"), "{f:?}");
+    let st = f
+        .status
+        .expect("the container init should be reaped by the test (subreaper)");
     assert_eq!(st.code(), Some(7), "{f:?}");
 }
 
@@ -72,7 +76,12 @@ fn state_reports_each_status() {
         fs::canonicalize(bundle).unwrap(),
         fs::canonicalize(c.bundle.path()).unwrap()
     );
-    assert!(st["ociVersion"].as_str().is_some_and(|v| v.starts_with("1.")), "{st}");
+    assert!(
+        st["ociVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{st}"
+    );
     assert!(c.start().success());
     assert_eq!(c.status(), "running");
     assert!(c.kill("KILL").success());
@@ -124,7 +133,10 @@ fn delete_of_running_container_needs_force() {
     let mut c = Container::new(&Runtime::under_test(), "delrun", b);
     c.launch();
     let out = c.cmd(&["delete", &c.id]);
-    assert!(!out.success(), "delete without --force removed a running container: {out}");
+    assert!(
+        !out.success(),
+        "delete without --force removed a running container: {out}"
+    );
     assert_eq!(c.status(), "running");
     assert!(c.delete(true).success());
     assert!(!crate::support::runner::pid_alive(c.pid()));
@@ -138,7 +150,10 @@ fn container_cgroup_dirs(c: &Container) -> Vec<std::path::PathBuf> {
         .filter(|(_, d)| d.to_string_lossy().contains(&leaf))
         .map(|(_, d)| d)
         .collect();
-    assert!(dirs.len() >= 3, "init not in its cgroupsPath {leaf}: {dirs:?}");
+    assert!(
+        dirs.len() >= 3,
+        "init not in its cgroupsPath {leaf}: {dirs:?}"
+    );
     for d in &dirs {
         assert!(d.is_dir(), "{} missing while running", d.display());
     }
@@ -154,7 +169,9 @@ fn assert_nothing_left(c: &Container, cgroups: &[std::path::PathBuf]) {
         .map(|it| it.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(
-        leftovers.iter().all(|n| !n.to_string_lossy().contains(&c.id)),
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains(&c.id)),
         "state left in --root: {leftovers:?}"
     );
     let mounts = mounts_containing("self", &c.bundle.path().to_string_lossy());

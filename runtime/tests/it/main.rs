@@ -5,6 +5,8 @@
 //! against which these tests were developed). Each test asserts from inside
 //! the container what its process observes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod cgroups;
@@ -14,6 +16,7 @@ mod exec;
 mod hooks;
 mod lifecycle;
 mod mounts;
+mod namespaces;
 mod process;
 mod security;
 mod terminal;

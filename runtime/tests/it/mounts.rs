@@ -47,7 +47,10 @@ fn masked_paths_are_masked() {
     }
     let (mounts, out, f) = mounts_and("masked", b, &script);
     for p in present {
-        assert!(mount_at(&mounts, p).is_some(), "{p} not masked by a mount: {f:?}");
+        assert!(
+            mount_at(&mounts, p).is_some(),
+            "{p} not masked by a mount: {f:?}"
+        );
         let got = kv(&out, p).unwrap_or_else(|| panic!("{p} unreadable: {f:?}"));
         assert!(got.ends_with(":0"), "{p} shows content ({got}): {f:?}");
     }
@@ -63,7 +66,13 @@ fn readonly_paths_are_read_only() {
          if [ -e /proc/sysrq-trigger ]; then echo h > /proc/sysrq-trigger; echo sysrq=$?; \
          else echo sysrq=absent; fi",
     );
-    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"] {
+    for p in [
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+        "/proc/irq",
+        "/proc/bus",
+        "/proc/fs",
+    ] {
         if !Path::new(p).exists() {
             continue;
         }
@@ -73,7 +82,10 @@ fn readonly_paths_are_read_only() {
     assert!(out.contains("Read-only file system"), "{f:?}");
     assert_eq!(kv(&out, "sys").as_deref(), Some("1"), "{f:?}");
     let sysrq = kv(&out, "sysrq");
-    assert!(matches!(sysrq.as_deref(), Some("1") | Some("absent")), "{f:?}");
+    assert!(
+        matches!(sysrq.as_deref(), Some("1") | Some("absent")),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -100,12 +112,34 @@ fn bind_mounts_honour_their_options() {
     let file = tempfile::NamedTempFile::new().unwrap();
     fs::write(file.path(), "file-content\n").unwrap();
     let mut b = Bundle::new();
-    b.rootfs_dir("/mnt/rw").rootfs_dir("/mnt/ro").rootfs_file("/etc/bound", "");
-    b.mount("/mnt/rw", "bind", rw.path().to_str().unwrap(), &["rbind", "rw"]);
-    b.mount("/mnt/ro", "bind", ro.path().to_str().unwrap(), &["bind", "ro", "nosuid", "nodev"]);
-    b.mount("/etc/bound", "bind", file.path().to_str().unwrap(), &["bind", "ro"]);
+    b.rootfs_dir("/mnt/rw")
+        .rootfs_dir("/mnt/ro")
+        .rootfs_file("/etc/bound", "");
+    b.mount(
+        "/mnt/rw",
+        "bind",
+        rw.path().to_str().unwrap(),
+        &["rbind", "rw"],
+    );
+    b.mount(
+        "/mnt/ro",
+        "bind",
+        ro.path().to_str().unwrap(),
+        &["bind", "ro", "nosuid", "nodev"],
+    );
+    b.mount(
+        "/etc/bound",
+        "bind",
+        file.path().to_str().unwrap(),
+        &["bind", "ro"],
+    );
     // Destinations missing from the rootfs are created (dir for a dir source).
-    b.mount("/new/deep/dir", "bind", rw.path().to_str().unwrap(), &["bind"]);
+    b.mount(
+        "/new/deep/dir",
+        "bind",
+        rw.path().to_str().unwrap(),
+        &["bind"],
+    );
     let (mounts, out, f) = mounts_and(
         "binds",
         b,
@@ -114,7 +148,10 @@ fn bind_mounts_honour_their_options() {
          echo deep=$(cat /new/deep/dir/written)",
     );
     assert_eq!(kv(&out, "rw").as_deref(), Some("0"), "{f:?}");
-    assert_eq!(fs::read_to_string(rw.path().join("written")).unwrap(), "w\n");
+    assert_eq!(
+        fs::read_to_string(rw.path().join("written")).unwrap(),
+        "w\n"
+    );
     assert_eq!(kv(&out, "ro").as_deref(), Some("1"), "{f:?}");
     assert!(!ro.path().join("written").exists());
     assert!(out.contains("ro-content"), "{f:?}");
@@ -122,7 +159,10 @@ fn bind_mounts_honour_their_options() {
     assert_eq!(kv(&out, "deep").as_deref(), Some("w"), "{f:?}");
     let m = mount_at(&mounts, "/mnt/ro").unwrap();
     assert!(m.read_only(), "{m:?}");
-    assert!(m.options.contains("nosuid") && m.options.contains("nodev"), "{m:?}");
+    assert!(
+        m.options.contains("nosuid") && m.options.contains("nodev"),
+        "{m:?}"
+    );
     assert!(!mount_at(&mounts, "/mnt/rw").unwrap().read_only());
     assert!(mount_at(&mounts, "/etc/bound").unwrap().read_only());
 }
@@ -148,7 +188,11 @@ fn tmpfs_mount_options_and_flags() {
     }
     assert!(m.super_options.contains("size=2048k"), "{m:?}");
     assert_eq!(kv(&out, "mode").as_deref(), Some("1770"), "{f:?}");
-    assert_ne!(kv(&out, "exec").as_deref(), Some("0"), "exec on noexec tmpfs: {f:?}");
+    assert_ne!(
+        kv(&out, "exec").as_deref(),
+        Some("0"),
+        "exec on noexec tmpfs: {f:?}"
+    );
 }
 
 #[test]
@@ -230,8 +274,22 @@ impl SharedMount {
         use nix::mount::{mount, MsFlags};
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
-        mount(Some(dir.path()), dir.path(), None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
-        mount(None::<&str>, dir.path(), None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+        mount(
+            Some(dir.path()),
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
         SharedMount { dir }
     }
 
@@ -242,7 +300,14 @@ impl SharedMount {
     /// Mounts a tmpfs on `sub` in the host namespace, after the container started.
     fn mount_sub(&self) {
         use nix::mount::{mount, MsFlags};
-        mount(Some("tmpfs"), &self.sub(), Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+        mount(
+            Some("tmpfs"),
+            &self.sub(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
         fs::write(self.sub().join("late"), "late\n").unwrap();
     }
 }
@@ -262,7 +327,12 @@ fn bind_mount_propagation_slave_vs_private() {
         let host = SharedMount::new();
         let mut b = Bundle::new();
         b.rootfs_dir("/mnt/prop");
-        b.mount("/mnt/prop", "bind", host.dir.path().to_str().unwrap(), &["rbind", prop]);
+        b.mount(
+            "/mnt/prop",
+            "bind",
+            host.dir.path().to_str().unwrap(),
+            &["rbind", prop],
+        );
         b.sh("echo ready; while [ ! -e /tmp/go ] && [ ! -e /mnt/prop/sub/late ]; do sleep 0.05; done; \
               cat /mnt/prop/sub/late 2>&1; echo END");
         // /tmp must be writable for the fallback exit signal.

@@ -17,10 +17,22 @@ fn hostname_is_set_in_a_new_uts_namespace() {
     b.set("/hostname", json!("berth-it-host"));
     b.sh("echo host=$(hostname); echo proc=$(cat /proc/sys/kernel/hostname)");
     let f = run("hostname", b);
-    assert_eq!(kv(&f.stdout, "host").as_deref(), Some("berth-it-host"), "{f:?}");
-    assert_eq!(kv(&f.stdout, "proc").as_deref(), Some("berth-it-host"), "{f:?}");
+    assert_eq!(
+        kv(&f.stdout, "host").as_deref(),
+        Some("berth-it-host"),
+        "{f:?}"
+    );
+    assert_eq!(
+        kv(&f.stdout, "proc").as_deref(),
+        Some("berth-it-host"),
+        "{f:?}"
+    );
     let host = nix::unistd::gethostname().unwrap();
-    assert_ne!(host.to_str(), Some("berth-it-host"), "host's hostname changed");
+    assert_ne!(
+        host.to_str(),
+        Some("berth-it-host"),
+        "host's hostname changed"
+    );
 }
 
 /// runtime-spec 1.2 `domainname` (runc 1.1 predates it and ignores the field).
@@ -64,8 +76,16 @@ fn user_uid_gid_additional_gids_and_umask() {
     );
     b.sh("cat /proc/self/status; echo id=$(id -u):$(id -g):$(id -G); echo umask=$(umask)");
     let f = run("user", b);
-    assert_eq!(status_field(&f.stdout, "Uid").unwrap(), "1000\t1000\t1000\t1000", "{f:?}");
-    assert_eq!(status_field(&f.stdout, "Gid").unwrap(), "1000\t1000\t1000\t1000", "{f:?}");
+    assert_eq!(
+        status_field(&f.stdout, "Uid").unwrap(),
+        "1000\t1000\t1000\t1000",
+        "{f:?}"
+    );
+    assert_eq!(
+        status_field(&f.stdout, "Gid").unwrap(),
+        "1000\t1000\t1000\t1000",
+        "{f:?}"
+    );
     let mut groups: Vec<u32> = status_field(&f.stdout, "Groups")
         .unwrap()
         .split_whitespace()
@@ -88,14 +108,11 @@ fn root_gets_exactly_the_configured_capabilities() {
     // Owned by another user, mode 0600: reading it needs CAP_DAC_OVERRIDE, which was dropped.
     b.rootfs_file("/secret", "s3cret\n");
     let secret = b.rootfs().join("secret");
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::os::unix::fs::chown(&secret, Some(1000), Some(1000)).unwrap();
     b.rootfs_file("/ownme", "");
-    b.sh(
-        "cat /proc/self/status; cat /secret 2>&1; echo read=$?; \
-         chown 1001:1001 /ownme; echo chown=$?",
-    );
+    b.sh("cat /proc/self/status; cat /secret 2>&1; echo read=$?; \
+         chown 1001:1001 /ownme; echo chown=$?");
     let f = run("capsroot", b);
     let want = caps(&[cap::CHOWN, cap::KILL, cap::NET_BIND_SERVICE]);
     for key in ["CapEff", "CapPrm", "CapBnd"] {
@@ -169,7 +186,11 @@ fn no_new_privileges_is_set_when_asked() {
         b.set("/process/noNewPrivileges", json!(nnp));
         b.sh("cat /proc/self/status");
         let f = run("nnp", b);
-        assert_eq!(status_field(&f.stdout, "NoNewPrivs").as_deref(), Some(want), "{f:?}");
+        assert_eq!(
+            status_field(&f.stdout, "NoNewPrivs").as_deref(),
+            Some(want),
+            "{f:?}"
+        );
     }
 }
 
@@ -190,7 +211,10 @@ fn rlimits_are_applied() {
     assert_eq!(kv(&f.stdout, "hard").as_deref(), Some("654"), "{f:?}");
     let line = |name: &str| -> Vec<String> {
         let l = f.stdout.lines().find(|l| l.starts_with(name)).unwrap();
-        l[name.len()..].split_whitespace().map(str::to_owned).collect()
+        l[name.len()..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     };
     assert_eq!(line("Max open files")[..2], ["321", "654"], "{f:?}");
     assert_eq!(line("Max core file size")[..2], ["0", "0"], "{f:?}");
@@ -220,7 +244,11 @@ fn seccomp_errno_for_mkdir_makes_mkdir_fail_with_eperm() {
     let f = run("seccomp", b);
     assert!(f.stdout.contains("Operation not permitted"), "{f:?}");
     assert_eq!(kv(&f.stdout, "rc").as_deref(), Some("1"), "{f:?}");
-    assert_eq!(status_field(&f.stdout, "Seccomp").as_deref(), Some("2"), "{f:?}");
+    assert_eq!(
+        status_field(&f.stdout, "Seccomp").as_deref(),
+        Some("2"),
+        "{f:?}"
+    );
 
     // Control: the same container without the profile can mkdir.
     let mut b = Bundle::new();
@@ -228,7 +256,11 @@ fn seccomp_errno_for_mkdir_makes_mkdir_fail_with_eperm() {
     b.sh(script);
     let f = run("noseccomp", b);
     assert_eq!(kv(&f.stdout, "rc").as_deref(), Some("0"), "{f:?}");
-    assert_eq!(status_field(&f.stdout, "Seccomp").as_deref(), Some("0"), "{f:?}");
+    assert_eq!(
+        status_field(&f.stdout, "Seccomp").as_deref(),
+        Some("0"),
+        "{f:?}"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// A host directory the container must never touch, with one sentinel file.
 fn victim() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("berth-it-victim-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("berth-it-victim-")
+        .tempdir()
+        .unwrap();
     fs::write(d.path().join("sentinel"), "host\n").unwrap();
     d
 }
@@ -40,7 +43,12 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
     b.rootfs_symlink("/evil", &hp);
     b.rootfs_symlink("/evil2", &format!("../../../../../../../../../..{hp}"));
     let mut b = b;
-    b.mount("/evil/sub", "bind", src.path().to_str().unwrap(), &["bind", "ro"]);
+    b.mount(
+        "/evil/sub",
+        "bind",
+        src.path().to_str().unwrap(),
+        &["bind", "ro"],
+    );
     b.mount("/evil2/sub2", "tmpfs", "tmpfs", &["size=1m"]);
     b.sh(&format!(
         "exec 2>&1; cat /proc/self/mountinfo; echo END-MOUNTS; \
@@ -64,7 +72,11 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
         assert_eq!(kv(rest, "sentinel").as_deref(), Some("none"), "{s}");
     }
     // Whatever the runtime decided, the host directory is untouched.
-    assert_eq!(entries(host.path()), ["sentinel"], "the runtime created paths on the host");
+    assert_eq!(
+        entries(host.path()),
+        ["sentinel"],
+        "the runtime created paths on the host"
+    );
     let host_mounts = crate::support::runner::mounts_containing("self", &hp);
     assert!(host_mounts.is_empty(), "{host_mounts:?}");
 }
@@ -99,8 +111,16 @@ fn cwd_through_a_file_descriptor_is_refused() {
         if started {
             c.wait();
         }
-        assert_eq!(entries(host.path()), ["sentinel"], "fd {n}: process ran in a host directory");
-        assert!(!started, "fd {n}: a cwd outside the root was accepted: {}", c.stdout());
+        assert_eq!(
+            entries(host.path()),
+            ["sentinel"],
+            "fd {n}: process ran in a host directory"
+        );
+        assert!(
+            !started,
+            "fd {n}: a cwd outside the root was accepted: {}",
+            c.stdout()
+        );
     }
 }
 
@@ -119,10 +139,22 @@ fn cwd_symlink_to_a_host_path_resolves_inside_the_root() {
     let out = c.create();
     if out.success() && c.start().success() {
         c.wait();
-        assert_eq!(kv(&c.stdout(), "cwd").as_deref(), Some(hp.as_str()), "{}", c.stdout());
-        assert!(rootfs.join(hp.trim_start_matches('/')).join("escaped").exists());
+        assert_eq!(
+            kv(&c.stdout(), "cwd").as_deref(),
+            Some(hp.as_str()),
+            "{}",
+            c.stdout()
+        );
+        assert!(rootfs
+            .join(hp.trim_start_matches('/'))
+            .join("escaped")
+            .exists());
     }
-    assert_eq!(entries(host.path()), ["sentinel"], "cwd escaped to the host");
+    assert_eq!(
+        entries(host.path()),
+        ["sentinel"],
+        "cwd escaped to the host"
+    );
 }
 
 /// fds the shell (pid 1) has open, listed by a child so the listing's own fd is not counted.
@@ -131,9 +163,16 @@ const LIST_FDS: &str = "echo FDS-BEGIN; ls /proc/1/fd; echo FDS-END";
 
 /// The fd numbers printed between FDS-BEGIN and FDS-END, sorted.
 fn listed_fds(out: &str) -> Vec<u32> {
-    let (_, rest) = out.split_once("FDS-BEGIN\n").unwrap_or_else(|| panic!("no fd list: {out}"));
-    let (list, _) = rest.split_once("FDS-END").unwrap_or_else(|| panic!("no fd list end: {out}"));
-    let mut v: Vec<u32> = list.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let (_, rest) = out
+        .split_once("FDS-BEGIN\n")
+        .unwrap_or_else(|| panic!("no fd list: {out}"));
+    let (list, _) = rest
+        .split_once("FDS-END")
+        .unwrap_or_else(|| panic!("no fd list end: {out}"));
+    let mut v: Vec<u32> = list
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     v.sort();
     v
 }
@@ -145,7 +184,11 @@ fn no_host_fd_leaks_into_the_container() {
     let mut b = Bundle::new();
     b.sh(&format!("{LIST_FDS}; exec sleep 1000"));
     let mut c = Container::new(&Runtime::under_test(), "fdleak", b);
-    let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).chain([dir.as_raw_fd()]).collect();
+    let fds: Vec<RawFd> = files
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain([dir.as_raw_fd()])
+        .collect();
     let out = c.create_with(&[], |cmd| {
         for (i, fd) in fds.iter().enumerate() {
             leak_fd(cmd, *fd, 5 + i as RawFd);
@@ -158,7 +201,13 @@ fn no_host_fd_leaks_into_the_container() {
 
     // exec started with extra fds: none reach the exec'd process either.
     let mut cmd = c.command();
-    cmd.args(["exec", &c.id, "sh", "-c", "echo FDS-BEGIN; ls /proc/$$/fd; echo FDS-END"]);
+    cmd.args([
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "echo FDS-BEGIN; ls /proc/$$/fd; echo FDS-END",
+    ]);
     for (i, fd) in fds.iter().enumerate() {
         leak_fd(&mut cmd, *fd, 5 + i as RawFd);
     }
@@ -194,8 +243,16 @@ fn init_exe_is_the_containers_binary() {
     b.sh("echo exe=$(readlink /proc/1/exe); echo self=$(readlink /proc/self/exe)");
     let mut c = Container::new(&Runtime::under_test(), "exe", b);
     let f = c.run_to_exit();
-    assert_eq!(kv(&f.stdout, "exe").as_deref(), Some("/bin/busybox"), "{f:?}");
-    assert_eq!(kv(&f.stdout, "self").as_deref(), Some("/bin/busybox"), "{f:?}");
+    assert_eq!(
+        kv(&f.stdout, "exe").as_deref(),
+        Some("/bin/busybox"),
+        "{f:?}"
+    );
+    assert_eq!(
+        kv(&f.stdout, "self").as_deref(),
+        Some("/bin/busybox"),
+        "{f:?}"
+    );
 }
 
 /// Before `start`, pid 1 of the container is still the runtime's own init:

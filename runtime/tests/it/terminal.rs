@@ -69,7 +69,10 @@ fn terminal_without_console_socket_is_refused() {
     b.args(&["true"]);
     let mut c = Container::new(&Runtime::under_test(), "ttynosock", b);
     let out = c.create();
-    assert!(!out.success(), "create with terminal and no console socket: {out}");
+    assert!(
+        !out.success(),
+        "create with terminal and no console socket: {out}"
+    );
 }
 
 #[test]
@@ -83,13 +86,19 @@ fn exec_with_tty_through_console_socket() {
     let mut cmd = c.command();
     // runc only hands out the master of a detached exec (otherwise it proxies the tty itself).
     let pid_file = c.work().join("exec.pid");
-    cmd.args(["exec", "--detach", "--tty", "--console-socket", sock_path.to_str().unwrap()])
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .args([c.id.as_str(), "sh", "-c", "tty; echo exec-done"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "exec",
+        "--detach",
+        "--tty",
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+    ])
+    .arg("--pid-file")
+    .arg(&pid_file)
+    .args([c.id.as_str(), "sh", "-c", "tty; echo exec-done"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let line = cmd::cmdline(&cmd);
     let child = cmd.spawn().unwrap();
     let master = match rx.join().unwrap() {

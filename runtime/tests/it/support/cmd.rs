@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -106,13 +105,4 @@ pub fn read_all(f: &mut File) -> String {
     f.read_to_end(&mut buf).unwrap();
     s.push_str(&String::from_utf8_lossy(&buf));
     s
-}
-
-/// Describes how a process ended, for messages.
-pub fn describe(st: &ExitStatus) -> String {
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => format!("{st:?}"),
-    }
 }

@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
+use std::path::Path;
 use std::thread::sleep;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -15,21 +15,13 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 /// A listening console socket.
 pub struct ConsoleSocket {
     listener: UnixListener,
-    path: PathBuf,
 }
 
 impl ConsoleSocket {
     pub fn bind(path: &Path) -> ConsoleSocket {
         let listener = UnixListener::bind(path).unwrap();
         listener.set_nonblocking(true).unwrap();
-        ConsoleSocket {
-            listener,
-            path: path.into(),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        ConsoleSocket { listener }
     }
 
     /// Receives the pty master in a background thread (the runtime blocks until it is taken).

@@ -24,8 +24,6 @@ pub fn caps(bits: &[u32]) -> u64 {
 pub mod cap {
     pub const CHOWN: u32 = 0;
     pub const KILL: u32 = 5;
-    pub const SETGID: u32 = 6;
-    pub const SETUID: u32 = 7;
     pub const NET_BIND_SERVICE: u32 = 10;
     pub const SYS_ADMIN: u32 = 21;
     pub const AUDIT_WRITE: u32 = 29;

@@ -314,7 +314,10 @@ impl Container {
     /// The `status` field of `state`.
     #[track_caller]
     pub fn status(&self) -> String {
-        self.state()["status"].as_str().unwrap_or_default().to_owned()
+        self.state()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Polls `state` until `status` is `want`.
@@ -326,7 +329,10 @@ impl Container {
             if st == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "status stayed {st}, wanted {want}");
+            assert!(
+                Instant::now() < deadline,
+                "status stayed {st}, wanted {want}"
+            );
             sleep(Duration::from_millis(10));
         }
     }
