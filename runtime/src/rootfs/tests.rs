@@ -705,3 +705,75 @@ fn plain_directory_rootfs_is_bound_and_pivoted() {
         "device nodes written to the host rootfs"
     );
 }
+
+/// Enters a new user namespace mapping only root (the child's own uid), then a mount namespace it owns.
+fn enter_user_ns() -> ChildResult {
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare user: {e}"))?;
+    std::fs::write("/proc/self/setgroups", b"deny").map_err(msg)?;
+    std::fs::write("/proc/self/uid_map", b"0 0 1").map_err(msg)?;
+    std::fs::write("/proc/self/gid_map", b"0 0 1").map_err(msg)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount: {e}"))
+}
+
+#[test]
+fn user_namespace_fallbacks_keep_locked_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    let src = tmp.path().join("locked");
+    std::fs::create_dir(&src).unwrap();
+    in_mount_ns(CloneFlags::empty(), || {
+        // A source mounted nosuid,nodev before the user namespace exists: those flags get locked.
+        nix::mount::mount(
+            Some("tmpfs"),
+            &src,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(msg)?;
+        std::fs::write(src.join("probe"), b"p").map_err(msg)?;
+        enter_user_ns()?;
+        tmpfs_on(&root)?;
+        let spec = spec_with(vec![
+            mount("tmpfs", "tmpfs", "/dev", &["nosuid", "mode=755"]),
+            mount(
+                "sysfs",
+                "sysfs",
+                "/sys",
+                &["nosuid", "noexec", "nodev", "ro"],
+            ),
+            bind(&src, "/locked", &["rbind", "ro"]),
+        ]);
+        let cfg = RootfsConfig {
+            spec: &spec,
+            rootfs: &root,
+            in_user_ns: true,
+            cgroup_ns: false,
+        };
+        prepare_rootfs(&cfg).map_err(msg)?;
+        // sysfs needs a network namespace: the host's /sys is bound instead, read-only.
+        check(magic(&root.join("sys"))? == SYSFS_MAGIC, "no sysfs at /sys")?;
+        check(is_ro(&root.join("sys"))?, "/sys fallback not read-only")?;
+        let locked = statvfs(&root.join("locked")).map_err(msg)?;
+        check(
+            locked.flags().contains(FsFlags::ST_RDONLY),
+            "ro bind not read-only",
+        )?;
+        check(
+            locked
+                .flags()
+                .contains(FsFlags::ST_NODEV | FsFlags::ST_NOSUID),
+            "locked flags dropped",
+        )?;
+        let null = std::fs::metadata(root.join("dev/null")).map_err(msg)?;
+        check(
+            null.rdev() == nix::sys::stat::makedev(1, 3),
+            "/dev/null not bound from the host",
+        )?;
+        pivot_root(&root).map_err(msg)?;
+        check(
+            Path::new("/locked/probe").exists(),
+            "bind content missing after pivot",
+        )
+    });
+}
