@@ -1,1 +1,14 @@
-//! berthd: the CRI v1 server (ImageService now, RuntimeService with the pods issue)
+//! berthd: the CRI v1 server (ImageService now, RuntimeService with the pods issue).
+//!
+//! [`server::Daemon`] opens the store under the root dir, binds the Unix
+//! socket and serves [`image_service::CriImageService`] and
+//! [`runtime_service::CriRuntimeService`]; handlers translate between gRPC
+//! and [`images::ImageManager`], which knows nothing of tonic.
+
+pub mod config;
+pub mod error;
+pub mod image_service;
+pub mod images;
+pub mod runtime_service;
+pub mod server;
+pub mod store;

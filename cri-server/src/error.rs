@@ -1,0 +1,120 @@
+//! The daemon's error type and its one mapping onto gRPC status codes.
+//!
+//! The kubelet and critest branch on the code, so NotFound, InvalidArgument,
+//! FailedPrecondition and Unimplemented stay distinct.
+
+use berth_image::pull::PullError;
+use berth_image::reference::ReferenceError;
+use berth_image::registry::RegistryError;
+
+use crate::store::StoreError;
+
+/// Everything a CRI request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request lacks a required field.
+    #[error("{field} is required")]
+    MissingField {
+        /// The field.
+        field: &'static str,
+    },
+    /// The image reference is malformed.
+    #[error("invalid image reference")]
+    Reference(#[from] ReferenceError),
+    /// The AuthConfig cannot be used.
+    #[error("invalid auth config")]
+    Auth(#[source] RegistryError),
+    /// The pull failed.
+    #[error("pull failed")]
+    Pull(#[from] PullError),
+    /// The store failed.
+    #[error("image store")]
+    Store(#[from] StoreError),
+    /// A blocking task failed to complete.
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+    /// The RPC is not implemented yet.
+    #[error("{rpc} is not implemented yet: berth serves the CRI ImageService only until the pods work lands")]
+    Unimplemented {
+        /// The RPC name.
+        rpc: &'static str,
+    },
+}
+
+/// Renders an error with its whole `source()` chain, for status messages.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let msg = chain(&err);
+        match &err {
+            Error::MissingField { .. } | Error::Reference(_) | Error::Auth(_) => {
+                tonic::Status::invalid_argument(msg)
+            }
+            Error::Unimplemented { .. } => tonic::Status::unimplemented(msg),
+            Error::Pull(p) => match p {
+                PullError::NotFound { .. } => tonic::Status::not_found(msg),
+                PullError::Hosts { .. } | PullError::NoEndpoint { .. } => {
+                    tonic::Status::failed_precondition(msg)
+                }
+                PullError::Registry { source, .. } | PullError::Fetch { source, .. }
+                    if matches!(source, RegistryError::Unauthorized { .. }) =>
+                {
+                    tonic::Status::permission_denied(msg)
+                }
+                PullError::Registry { .. } | PullError::Fetch { .. } => {
+                    tonic::Status::unavailable(msg)
+                }
+                _ => tonic::Status::unknown(msg),
+            },
+            Error::Store(_) | Error::Task(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn codes_stay_distinct() {
+        let s: tonic::Status = Error::MissingField { field: "image" }.into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s: tonic::Status = Error::Unimplemented {
+            rpc: "RunPodSandbox",
+        }
+        .into();
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert!(s
+            .message()
+            .starts_with("RunPodSandbox is not implemented yet"));
+        let nf = PullError::NotFound {
+            reference: "r".into(),
+            source: RegistryError::NotFound { url: "u".into() },
+        };
+        let s: tonic::Status = Error::Pull(nf).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("u: not found"), "{}", s.message());
+        let np = PullError::NoEndpoint {
+            host: "h".into(),
+            capability: "pull",
+        };
+        let s: tonic::Status = Error::Pull(np).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let r: tonic::Status = Error::Reference(ReferenceError::Empty {
+            input: String::new(),
+        })
+        .into();
+        assert_eq!(r.code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,210 @@
+//! The gRPC server on the CRI Unix socket.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_proto::cri::image_service_server::ImageServiceServer;
+use berth_proto::cri::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::image_service::CriImageService;
+use crate::images::ImageManager;
+use crate::runtime_service::CriRuntimeService;
+use crate::store::{Store, StoreError};
+
+/// Permissions of the socket: owner and group may talk CRI.
+const SOCKET_MODE: u32 = 0o660;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A directory could not be created.
+    #[error("creating {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("opening the image store")]
+    Store(#[from] StoreError),
+    /// Another daemon answers on the socket.
+    #[error("{path} is in use by a running daemon")]
+    SocketInUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The socket path exists and is not a socket.
+    #[error("{path} exists and is not a socket")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Binding or configuring the socket failed.
+    #[error("listening on {path}")]
+    Bind {
+        /// The socket.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serving gRPC")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A daemon whose store is open and socket bound, ready to serve.
+#[derive(Debug)]
+pub struct Daemon {
+    images: Arc<ImageManager>,
+    listener: UnixListener,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Creates the directories, opens the store (cleaning leftovers of a
+    /// crash) and binds the socket.
+    pub async fn bind(config: &Config) -> Result<Daemon, ServerError> {
+        for dir in [&config.root, &config.state] {
+            std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let root = config.root.clone();
+        let (store, _report) = tokio::task::spawn_blocking(move || Store::open(&root))
+            .await
+            .map_err(|e| ServerError::Bind {
+                path: config.root.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        let images = Arc::new(ImageManager::new(config, Arc::new(store)));
+        let socket = config.socket_path();
+        let listener = bind_socket(&socket).await?;
+        info!(socket = %socket.display(), root = %config.root.display(), "berthd listening");
+        Ok(Daemon {
+            images,
+            listener,
+            socket,
+        })
+    }
+
+    /// The image manager (tests read its counters).
+    pub fn images(&self) -> &Arc<ImageManager> {
+        &self.images
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serves until `shutdown` resolves, then finishes running requests and
+    /// removes the socket.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let incoming = UnixListenerStream::new(self.listener);
+        let result = tonic::transport::Server::builder()
+            .add_service(RuntimeServiceServer::new(CriRuntimeService))
+            .add_service(ImageServiceServer::new(CriImageService::new(
+                self.images.clone(),
+            )))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Err(err) = std::fs::remove_file(&self.socket) {
+            warn!(?err, socket = %self.socket.display(), "cannot remove socket");
+        }
+        info!("berthd stopped");
+        Ok(result?)
+    }
+}
+
+/// Binds `path`: parent created, a stale socket (nobody answering) removed,
+/// a live one refused, mode 0660.
+async fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ServerError::Dir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(ServerError::SocketInUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            warn!(socket = %path.display(), "removing stale socket");
+            std::fs::remove_file(path).map_err(|source| ServerError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(_) => {
+            return Err(ServerError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(_) => {}
+    }
+    let bind_err = |source| ServerError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop berthd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = int.recv() => info!("SIGINT received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn socket_is_0660_and_stale_sockets_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/berth.sock");
+        let l = bind_socket(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // A live socket is refused.
+        assert!(matches!(
+            bind_socket(&path).await,
+            Err(ServerError::SocketInUse { .. })
+        ));
+        drop(l);
+        // Now stale: replaced.
+        let _l = bind_socket(&path).await.unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            bind_socket(&file).await,
+            Err(ServerError::NotASocket { .. })
+        ));
+    }
+}
