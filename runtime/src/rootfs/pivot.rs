@@ -80,14 +80,18 @@ pub(super) fn prepare_root_propagation(
 
 /// True when the process root is the kernel's initial rootfs (initramfs), which pivot_root cannot move.
 pub fn root_is_initramfs() -> Result<bool, RootfsError> {
-    let mounts = read_mounts()?;
-    Ok(mountinfo::containing_mount(&mounts, Path::new("/")).is_some_and(|m| m.fstype == "rootfs"))
+    Ok(is_initramfs(&read_mounts()?))
+}
+
+fn is_initramfs(mounts: &[mountinfo::MountInfo]) -> bool {
+    mountinfo::containing_mount(mounts, Path::new("/")).is_some_and(|m| m.fstype == "rootfs")
 }
 
 /// pivot_root into rootfs (MS_MOVE + chroot fallback when "/" is an initramfs), detach the old root, chdir("/").
 pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
     let rootfs = &canonical(rootfs)?;
-    if root_is_initramfs()? {
+    let mounts = read_mounts()?;
+    if is_initramfs(&mounts) {
         warn!(
             ?rootfs,
             "\"/\" is the initramfs: using MS_MOVE + chroot instead of pivot_root"
@@ -97,7 +101,6 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
     // pivot_root(2) refuses a shared parent of the current root; when "/" is the
     // namespace's root mount it is its own parent. It is detached right after,
     // so making it private changes nothing the container can see.
-    let mounts = read_mounts()?;
     if mountinfo::containing_mount(&mounts, Path::new("/")).is_some_and(|m| m.is_shared()) {
         nix::mount::mount(
             None::<&str>,
@@ -170,4 +173,32 @@ pub fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
     .map_err(|e| pivot_err(rootfs, "MS_MOVE rootfs to /", e))?;
     nix::unistd::chroot(".").map_err(|e| pivot_err(rootfs, "chroot", e))?;
     nix::unistd::chdir("/").map_err(|e| pivot_err(rootfs, "chdir /", e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_is_recognised_by_fstype_only() {
+        let parse = |lines: &[&str]| -> Vec<mountinfo::MountInfo> {
+            lines
+                .iter()
+                .filter_map(|l| mountinfo::parse_line(l))
+                .collect()
+        };
+        let initramfs = parse(&["1 1 0:2 / / rw - rootfs rootfs rw,size=100k"]);
+        assert!(is_initramfs(&initramfs));
+        // A tmpfs "/" (a root mounted by a container manager) pivots fine.
+        let tmpfs = parse(&["20 1 0:30 / / rw - tmpfs tmpfs rw"]);
+        assert!(!is_initramfs(&tmpfs));
+        // A real root mounted over the hidden initramfs (the usual boot) is not it either.
+        let booted = parse(&[
+            "1 1 0:2 / / rw - rootfs rootfs rw",
+            "27 1 254:0 / / rw - ext4 /dev/vda rw",
+        ]);
+        assert!(!is_initramfs(&booted));
+        assert!(!root_is_initramfs().unwrap());
+    }
 }
