@@ -30,7 +30,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
 pub use masked::finish_rootfs;
-pub use pivot::{move_root, pivot_root};
+pub use pivot::{move_root, pivot_root, root_is_initramfs};
 
 /// What [`prepare_rootfs`] needs to know about the container.
 #[derive(Debug, Clone, Copy)]
