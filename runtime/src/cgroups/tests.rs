@@ -185,7 +185,7 @@ fn devices_blkio_hugetlb_and_unified() {
     if !is_root() {
         return;
     }
-    let t = TestCg::new("dev");
+    let mut t = TestCg::new("dev");
     let deny_all = LinuxDeviceCgroupBuilder::default()
         .allow(false)
         .access("rwm")
@@ -230,6 +230,20 @@ fn devices_blkio_hugetlb_and_unified() {
         assert!(list.contains("c 10:229 rw"), "{list}");
         assert!(list.contains("c 1:3 rwm"), "{list}");
         assert!(!list.contains("a *:* rwm"), "{list}");
+        // The kernel enforces it: a block device is refused, /dev/null is not.
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let p = out.path().display();
+        t.spawn(&format!(
+            "head -c1 /dev/loop0 >/dev/null 2>&1; echo $? > {p}; head -c1 /dev/null; echo $? >> {p}"
+        ));
+        assert!(t.children[0].wait().unwrap().success());
+        let codes = std::fs::read_to_string(out.path()).unwrap();
+        let codes: Vec<&str> = codes.lines().collect();
+        assert_ne!(
+            codes[0], "0",
+            "/dev/loop0 was readable despite the deny rule"
+        );
+        assert_eq!(codes[1], "0", "/dev/null was refused");
     }
     if let Some(d) = t.cg.v1_dir("blkio") {
         assert_eq!(

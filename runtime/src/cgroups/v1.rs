@@ -56,12 +56,28 @@ pub fn memory_is_empty(m: &LinuxMemory) -> bool {
 /// memory.limit_in_bytes, memsw, soft limit, kmem.tcp, swappiness, oom_control.
 pub fn memory(dir: &Path, mount: &Path, m: &LinuxMemory) -> Result<(), CgroupError> {
     let c = MemController::new(dir.to_owned(), mount.to_owned(), false);
-    match (m.limit(), m.swap()) {
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    let swap = match m.swap() {
+        // Without swap accounting (swapaccount=0) there is no memsw file:
+        // "unlimited" needs nothing, anything else cannot be honoured.
+        Some(-1) if !memsw.exists() => None,
+        Some(s) if !memsw.exists() => {
+            return Err(CgroupError::Unsupported(format!(
+                "swap limit {s} needs swap accounting: {} does not exist",
+                memsw.display()
+            )))
+        }
+        other => other,
+    };
+    match (m.limit(), swap) {
         (Some(limit), Some(swap)) => {
             // The kernel keeps memsw >= limit at every step: raise memsw
             // before the limit, lower it after.
-            let memsw = dir.join("memory.memsw.limit_in_bytes");
-            let current: i128 = read_file(&memsw)?.trim().parse().unwrap_or(i128::MAX);
+            let text = read_file(&memsw)?;
+            let current: i128 = text.trim().parse().map_err(|_| CgroupError::Parse {
+                path: memsw.clone(),
+                reason: format!("not a number: {:?}", text.trim()),
+            })?;
             if swap == -1 || i128::from(swap) > current {
                 ctl("memsw limit", dir, c.set_memswap_limit(swap))?;
                 ctl("memory limit", dir, c.set_limit(limit))?;
