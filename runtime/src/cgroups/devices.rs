@@ -41,19 +41,20 @@ fn default_rule_lines() -> impl Iterator<Item = String> {
 
 /// The (file, line) writes for v1 in order: rules as given; when the first
 /// rule denies everything the cgroup starts from an empty allow list and the
-/// default devices are appended.
+/// default devices are allowed right after it.
 pub fn v1_writes(rules: &[LinuxDeviceCgroup]) -> Result<Vec<(&'static str, String)>, CgroupError> {
     let mut out = Vec::with_capacity(rules.len() + DEFAULT_ALLOWED.len());
-    for r in rules {
+    for (i, r) in rules.iter().enumerate() {
         let file = if r.allow() {
             "devices.allow"
         } else {
             "devices.deny"
         };
         out.push((file, device_rule_line(r)?));
-    }
-    if rules.first().is_some_and(is_deny_all) {
-        out.extend(default_rule_lines().map(|l| ("devices.allow", l)));
+        if i == 0 && is_deny_all(r) {
+            // Right after the deny-all, so later spec rules can still override them.
+            out.extend(default_rule_lines().map(|l| ("devices.allow", l)));
+        }
     }
     Ok(out)
 }
@@ -85,15 +86,15 @@ pub fn only_defaults(rules: &[LinuxDeviceCgroup]) -> bool {
     })
 }
 
-/// cgroup v2 has no devices files: enforcing rules needs a BPF_PROG_TYPE_CGROUP_DEVICE program.
-pub fn check_v2(rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+/// When the eBPF program cannot be used (kernel without CONFIG_CGROUP_BPF,
+/// no CAP_SYS_ADMIN...): fine if the rules only say what a container gets
+/// anyway, otherwise refuse rather than run without the requested policy.
+pub fn v2_fallback(rules: &[LinuxDeviceCgroup], err: CgroupError) -> Result<(), CgroupError> {
     if only_defaults(rules) {
-        warn!("device cgroup rules are not enforced on cgroup v2 (no eBPF device program yet)");
+        warn!(error = %err, "device rules are not enforced on cgroup v2: the eBPF program failed");
         return Ok(());
     }
-    Err(CgroupError::Unsupported(
-        "device cgroup rules on cgroup v2 need an eBPF program: not implemented".into(),
-    ))
+    Err(err)
 }
 
 #[cfg(test)]
@@ -125,13 +126,17 @@ mod tests {
         ];
         let w = v1_writes(&rules).unwrap();
         assert_eq!(w[0], ("devices.deny", "a *:* rwm".to_owned()));
-        assert_eq!(w[1], ("devices.allow", "c 10:229 rwm".to_owned()));
+        assert_eq!(w[1], ("devices.allow", "c *:* m".to_owned()));
+        assert_eq!(
+            w.last().unwrap(),
+            &("devices.allow", "c 10:229 rwm".to_owned())
+        );
         assert!(w.contains(&("devices.allow", "c 1:3 rwm".to_owned())));
         assert!(w.contains(&("devices.allow", "c 136:* rwm".to_owned())));
         assert_eq!(w.len(), 2 + DEFAULT_ALLOWED.len());
-        // fuse is not a default device: v2 must refuse rather than ignore it.
+        // fuse is not a default device: without eBPF, v2 must refuse rather than ignore it.
         assert!(!only_defaults(&rules));
-        assert!(check_v2(&rules).is_err());
+        assert!(v2_fallback(&rules, CgroupError::Unsupported("x".into())).is_err());
     }
 
     #[test]
@@ -141,7 +146,7 @@ mod tests {
             v1_writes(&rules).unwrap(),
             vec![("devices.deny", "b 8:0 w".to_owned())]
         );
-        assert!(check_v2(&rules).is_err());
+        assert!(!only_defaults(&rules));
     }
 
     #[test]
@@ -156,13 +161,13 @@ mod tests {
             rule(true, LinuxDeviceType::C, 136, -1, "rwm"),
         ];
         assert!(only_defaults(&rules));
-        assert!(check_v2(&rules).is_ok());
-        assert!(check_v2(&[]).is_ok());
+        assert!(v2_fallback(&rules, CgroupError::Unsupported("x".into())).is_ok());
+        assert!(only_defaults(&[]));
         let all = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .access("rwm")
             .build()
             .unwrap();
-        assert!(check_v2(&[all]).is_ok());
+        assert!(only_defaults(&[all]));
     }
 }

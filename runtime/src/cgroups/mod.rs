@@ -8,6 +8,7 @@
 //! crate gets wrong or does not know are written directly, with the reason
 //! next to the write.
 
+mod bpf;
 mod convert;
 mod devices;
 mod layout;
@@ -434,8 +435,8 @@ impl CgroupManager {
         };
         if let Some(d) = self.v1_dir("devices") {
             devices::apply_v1(&d.dir, rules)
-        } else if self.mode == Mode::V2 {
-            devices::check_v2(rules)
+        } else if let Some(dir) = &self.unified {
+            bpf::apply(dir, rules).or_else(|e| devices::v2_fallback(rules, e))
         } else {
             Err(self.missing("linux.resources.devices", "devices"))
         }

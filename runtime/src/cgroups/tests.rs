@@ -413,3 +413,50 @@ fn relative_and_default_paths() {
         Err(CgroupError::SystemdPath { .. })
     ));
 }
+
+#[test]
+fn ebpf_device_program_is_enforced() {
+    if !is_root() {
+        return;
+    }
+    let mut t = TestCg::new("bpf");
+    t.cg.create(None).unwrap();
+    // Needs a cgroup2 directory: pure v2, or a hybrid host whose unified mount owns a controller.
+    let Some(u) = t.cg.unified.clone() else {
+        return;
+    };
+    let rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap(),
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10i64)
+            .minor(229i64)
+            .access("rw")
+            .build()
+            .unwrap(),
+    ];
+    bpf::apply(&u, &rules).unwrap();
+    // A second apply (update) replaces the program instead of stacking another.
+    bpf::apply(&u, &rules).unwrap();
+    let dir = std::fs::File::open(&u).unwrap();
+    assert_eq!(bpf::attached_programs(&dir).unwrap().len(), 1);
+
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let p = out.path().display();
+    t.spawn(&format!(
+        "head -c1 /dev/loop0 >/dev/null 2>&1; echo $? > {p}; head -c1 /dev/null; echo $? >> {p}"
+    ));
+    assert!(t.children[0].wait().unwrap().success());
+    let codes = std::fs::read_to_string(out.path()).unwrap();
+    let codes: Vec<&str> = codes.lines().collect();
+    assert_ne!(
+        codes[0], "0",
+        "/dev/loop0 was readable despite the eBPF deny"
+    );
+    assert_eq!(codes[1], "0", "/dev/null was refused by the eBPF program");
+}
