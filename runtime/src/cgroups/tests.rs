@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 
 use super::*;
@@ -459,4 +459,85 @@ fn ebpf_device_program_is_enforced() {
         "/dev/loop0 was readable despite the eBPF deny"
     );
     assert_eq!(codes[1], "0", "/dev/null was refused by the eBPF program");
+}
+
+#[test]
+fn v1_extras_and_clear_errors() {
+    if !is_root() {
+        return;
+    }
+    let t = TestCg::new("extras");
+    t.cg.create(None).unwrap();
+    if let Some(d) = t.cg.v1_dir("cpu").map(|d| d.dir.clone()) {
+        let r = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .burst(10_000u64)
+                    .realtime_period(1_000_000u64)
+                    .realtime_runtime(10_000i64)
+                    .build()
+                    .unwrap(),
+            )
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .swappiness(10u64)
+                    .disable_oom_killer(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        t.cg.update(&r).unwrap();
+        if d.join("cpu.cfs_burst_us").exists() {
+            assert_eq!(read(&d, "cpu.cfs_burst_us"), "10000");
+        }
+        if d.join("cpu.rt_runtime_us").exists() {
+            assert_eq!(read(&d, "cpu.rt_period_us"), "1000000");
+            assert_eq!(read(&d, "cpu.rt_runtime_us"), "10000");
+        }
+        let mem = dir_of(&t.cg, "memory");
+        assert_eq!(read(&mem, "memory.swappiness"), "10");
+        assert!(read(&mem, "memory.oom_control").contains("oom_kill_disable 1"));
+    }
+    // Controllers this host may lack must fail loudly, not silently.
+    if t.cg.v1_dir("net_cls").is_none() {
+        let r = LinuxResourcesBuilder::default()
+            .network(
+                LinuxNetworkBuilder::default()
+                    .class_id(0x10001u32)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let e = t.cg.update(&r).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CgroupError::ControllerMissing {
+                    controller: "net_cls",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    if let Some(d) = t.cg.v1_dir("blkio") {
+        let weights = ["blkio.weight", "blkio.bfq.weight"];
+        if !weights.iter().any(|w| d.dir.join(w).exists()) {
+            let r = LinuxResourcesBuilder::default()
+                .block_io(
+                    LinuxBlockIoBuilder::default()
+                        .weight(500u16)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap();
+            let e = t.cg.update(&r).unwrap_err();
+            assert!(matches!(e, CgroupError::Unsupported(_)), "{e}");
+        }
+    }
 }
