@@ -1,0 +1,10 @@
+//! End-to-end tests of berthd against Debian's docker-registry on loopback.
+//! Only 127.0.0.1 is ever contacted: references to other hosts go through
+//! hosts.toml files that list loopback mirrors only and no fallback server.
+
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod images;
+mod mirrors;
+mod support;
