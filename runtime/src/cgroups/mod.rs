@@ -6,7 +6,8 @@
 //! the right thing; the crate's own hierarchy detection is not used because
 //! it ignores the cgroup2 mount of a hybrid host (see `layout.rs`). Files the
 //! crate gets wrong or does not know are written directly, with the reason
-//! next to the write.
+//! next to the write. Device rules use the v1 devices controller, or an eBPF
+//! program on the cgroup2 directory when there is none (`bpf.rs`).
 
 mod bpf;
 mod convert;
@@ -550,13 +551,25 @@ impl CgroupManager {
             }
         }
         // Freezing first stops processes from forking new ones between the
-        // listing and the signal (runc does the same on v1).
-        let frozen = self.freeze().is_ok();
+        // listing and the signal (runc does the same on v1). A container
+        // that was already paused stays paused.
+        let was_frozen = self.is_frozen();
+        let froze = !was_frozen && self.freeze().is_ok();
         let result = self.signal_all(signal);
-        if frozen {
+        if froze {
             self.thaw()?;
         }
         result
+    }
+
+    /// Whether the freezer currently holds the container (false when unknown).
+    pub fn is_frozen(&self) -> bool {
+        let (file, frozen) = match (self.v1_dir("freezer"), &self.unified) {
+            (Some(d), _) => (d.dir.join("freezer.state"), "FROZEN"),
+            (None, Some(u)) if self.mode == Mode::V2 => (u.join("cgroup.freeze"), "1"),
+            _ => return false,
+        };
+        fs::read_to_string(file).is_ok_and(|s| s.trim() == frozen)
     }
 
     fn signal_all(&self, signal: Signal) -> Result<(), CgroupError> {

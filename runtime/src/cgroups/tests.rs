@@ -302,11 +302,17 @@ fn tasks_freeze_stats_and_kill() {
     while size() == 0 && start.elapsed() < Duration::from_secs(5) {
         sleep(Duration::from_millis(10));
     }
+    assert!(!t.cg.is_frozen());
     t.cg.freeze().unwrap();
+    assert!(t.cg.is_frozen());
     let frozen_size = size();
     sleep(Duration::from_millis(300));
     assert_eq!(size(), frozen_size, "the writer ran while frozen");
+    // Signalling a paused container keeps it paused.
+    t.cg.kill_all(Signal::SIGCONT).unwrap();
+    assert!(t.cg.is_frozen());
     t.cg.thaw().unwrap();
+    assert!(!t.cg.is_frozen());
     let start = Instant::now();
     while size() == frozen_size && start.elapsed() < Duration::from_secs(5) {
         sleep(Duration::from_millis(10));
