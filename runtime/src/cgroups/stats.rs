@@ -22,6 +22,8 @@ fn is_zero(v: &u64) -> bool {
 pub struct CgroupStats {
     /// CPU time and throttling.
     pub cpu: CpuStats,
+    /// cpuset configuration.
+    pub cpuset: CpusetStats,
     /// Memory usage.
     pub memory: MemoryStats,
     /// Process count.
@@ -69,11 +71,40 @@ pub struct Throttling {
     #[serde(skip_serializing_if = "is_zero")]
     pub periods: u64,
     /// Periods in which the cgroup was throttled.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(rename = "throttledPeriods", skip_serializing_if = "is_zero")]
     pub throttled_periods: u64,
     /// Total throttled time in nanoseconds.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(rename = "throttledTime", skip_serializing_if = "is_zero")]
     pub throttled_time: u64,
+}
+
+/// cpuset settings in effect.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CpusetStats {
+    /// CPUs the cgroup may use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u16>,
+    /// cpuset.cpu_exclusive (v1).
+    pub cpu_exclusive: u64,
+    /// Memory nodes the cgroup may use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mems: Vec<u16>,
+    /// cpuset.mem_hardwall (v1).
+    pub mem_hardwall: u64,
+    /// cpuset.mem_exclusive (v1).
+    pub mem_exclusive: u64,
+    /// cpuset.memory_migrate (v1).
+    pub memory_migrate: u64,
+    /// cpuset.memory_spread_page (v1).
+    pub memory_spread_page: u64,
+    /// cpuset.memory_spread_slab (v1).
+    pub memory_spread_slab: u64,
+    /// cpuset.memory_pressure (v1).
+    pub memory_pressure: u64,
+    /// cpuset.sched_load_balance (v1).
+    pub sched_load_balance: u64,
+    /// cpuset.sched_relax_domain_level (v1).
+    pub sched_relax_domain_level: i64,
 }
 
 /// One memory counter set.
@@ -126,12 +157,16 @@ pub struct PidsStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlkioEntry {
     /// Device major.
+    #[serde(skip_serializing_if = "is_zero")]
     pub major: u64,
     /// Device minor.
+    #[serde(skip_serializing_if = "is_zero")]
     pub minor: u64,
     /// "Read", "Write", ...
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub op: String,
     /// Counter value.
+    #[serde(skip_serializing_if = "is_zero")]
     pub value: u64,
 }
 
@@ -264,6 +299,60 @@ fn parse_io_stat(t: &str) -> Option<(Vec<BlkioEntry>, Vec<BlkioEntry>)> {
         }
     }
     Some((bytes, ios))
+}
+
+/// A cpu or node list such as "0-3,6".
+fn parse_list_ranges(t: &str) -> Option<Vec<u16>> {
+    let mut out = Vec::new();
+    for part in t.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+fn read_ranges(path: &Path) -> Result<Vec<u16>, CgroupError> {
+    let Some(t) = read_opt(path)? else {
+        return Ok(Vec::new());
+    };
+    parse_list_ranges(&t).ok_or_else(|| parse_err(path, &t))
+}
+
+fn cpuset(dir: &Path, v2: bool) -> Result<CpusetStats, CgroupError> {
+    if v2 {
+        return Ok(CpusetStats {
+            cpus: read_ranges(&dir.join("cpuset.cpus.effective"))?,
+            mems: read_ranges(&dir.join("cpuset.mems.effective"))?,
+            ..CpusetStats::default()
+        });
+    }
+    let n = |f: &str| read_num(&dir.join(format!("cpuset.{f}")));
+    let level = dir.join("cpuset.sched_relax_domain_level");
+    let level = match read_opt(&level)? {
+        Some(t) => t.trim().parse().map_err(|_| parse_err(&level, &t))?,
+        None => 0,
+    };
+    Ok(CpusetStats {
+        cpus: read_ranges(&dir.join("cpuset.cpus"))?,
+        cpu_exclusive: n("cpu_exclusive")?,
+        mems: read_ranges(&dir.join("cpuset.mems"))?,
+        mem_hardwall: n("mem_hardwall")?,
+        mem_exclusive: n("mem_exclusive")?,
+        memory_migrate: n("memory_migrate")?,
+        memory_spread_page: n("memory_spread_page")?,
+        memory_spread_slab: n("memory_spread_slab")?,
+        memory_pressure: n("memory_pressure")?,
+        sched_load_balance: n("sched_load_balance")?,
+        sched_relax_domain_level: level,
+    })
 }
 
 fn memory_entry_v1(dir: &Path, prefix: &str) -> Result<MemoryEntry, CgroupError> {
@@ -435,6 +524,11 @@ pub fn collect(m: &CgroupManager) -> Result<CgroupStats, CgroupError> {
     } else {
         s.cpu = cpu_v1(v1("cpuacct"), v1("cpu"))?;
     }
+    if let Some(d) = v1("cpuset") {
+        s.cpuset = cpuset(d, false)?;
+    } else if let Some(d) = m.v2_dir("cpuset") {
+        s.cpuset = cpuset(d, true)?;
+    }
     if let Some((d, v2)) = m.memory_dir() {
         s.memory = if v2 { memory_v2(d)? } else { memory_v1(d)? };
     }
@@ -485,6 +579,14 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_list_ranges("0-2,5\n").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_list_ranges("").unwrap(), Vec::<u16>::new());
+        assert!(parse_list_ranges("3-1").is_none());
+        assert!(parse_list_ranges("a").is_none());
+    }
+
+    #[test]
     fn keyed_and_json_shape() {
         assert_eq!(parse_keyed("a 1\nb 2\n").unwrap()["b"], 2);
         assert!(parse_keyed("a x\n").is_none());
@@ -496,5 +598,9 @@ mod tests {
         assert_eq!(j["pids"]["current"], 3);
         assert!(j["pids"].get("limit").is_none());
         assert!(j["cpu"]["usage"].get("kernel").is_some());
+        s.cpu.throttling.throttled_periods = 2;
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["cpu"]["throttling"]["throttledPeriods"], 2);
+        assert!(j["cpuset"].get("cpus").is_none());
     }
 }

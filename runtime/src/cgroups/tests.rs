@@ -325,6 +325,9 @@ fn tasks_freeze_stats_and_kill() {
     if t.cg.v1_dir("pids").is_some() || t.cg.v2_dir("pids").is_some() {
         assert!(stats.pids.current >= 2, "{stats:?}");
     }
+    if t.cg.v1_dir("cpuset").is_some() {
+        assert!(!stats.cpuset.cpus.is_empty(), "{stats:?}");
+    }
     let json = serde_json::to_value(&stats).unwrap();
     assert!(json["memory"]["usage"]["limit"].as_u64().unwrap() > 0);
 
