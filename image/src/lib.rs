@@ -7,3 +7,4 @@ pub mod registry;
 pub mod unpack;
 pub mod pull;
 pub mod layout;
+pub mod push;
