@@ -358,6 +358,12 @@ impl CgroupManager {
 
     fn apply_memory(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let Some(m) = r.memory() else { return Ok(()) };
+        if m.check_before_update() == Some(true) {
+            self.check_memory_usage(m.limit())?;
+        }
+        if m.use_hierarchy() == Some(false) {
+            warn!(path = %self.path.display(), "memory.useHierarchy=false is ignored: current kernels are always hierarchical");
+        }
         if let Some(d) = self.v1_dir("memory") {
             v1::memory(&d.dir, &d.mount, m)
         } else if let Some(d) = self.v2_dir("memory") {
@@ -367,6 +373,39 @@ impl CgroupManager {
         } else {
             Err(self.missing("linux.resources.memory", "memory"))
         }
+    }
+
+    /// checkBeforeUpdate: refuse a memory limit below what the cgroup already uses,
+    /// instead of letting the kernel reclaim or OOM-kill to get there.
+    fn check_memory_usage(&self, limit: Option<i64>) -> Result<(), CgroupError> {
+        let (Some(limit), Some((dir, v2))) = (limit, self.memory_dir()) else {
+            return Ok(());
+        };
+        let Ok(limit) = u64::try_from(limit) else {
+            return Ok(());
+        };
+        let file = dir.join(if v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        });
+        let text = match fs::read_to_string(&file) {
+            Ok(t) => t,
+            // Not created yet: nothing is using memory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CgroupError::Read { path: file, source }),
+        };
+        let usage: u64 = text.trim().parse().map_err(|_| CgroupError::Parse {
+            path: file.clone(),
+            reason: format!("not a number: {:?}", text.trim()),
+        })?;
+        if usage > limit {
+            return Err(CgroupError::InvalidResource {
+                what: "memory.limit",
+                reason: format!("{limit} is below the current usage {usage} (checkBeforeUpdate)"),
+            });
+        }
+        Ok(())
     }
 
     fn apply_cpu(&self, r: &LinuxResources) -> Result<(), CgroupError> {

@@ -319,6 +319,20 @@ fn tasks_freeze_stats_and_kill() {
     }
     assert!(size() > frozen_size, "the writer did not resume after thaw");
 
+    // checkBeforeUpdate refuses a limit below the current usage.
+    let tiny = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(4096i64)
+                .check_before_update(true)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let e = t.cg.update(&tiny).unwrap_err();
+    assert!(matches!(e, CgroupError::InvalidResource { .. }), "{e}");
+
     let stats = t.cg.stats().unwrap();
     assert!(stats.cpu.usage.total > 0, "{stats:?}");
     assert!(stats.memory.usage.usage > 0, "{stats:?}");
