@@ -227,17 +227,47 @@ fn create_device(ctx: &MountContext, dev: &DeviceNode) -> Result<(), RootfsError
 }
 
 /// Bind-mounts the pty slave over /dev/console inside the root.
+///
+/// Both ends are pinned by fd: the slave is opened without following
+/// symlinks and must be a character device, and /dev/console is recreated
+/// as a fresh regular file, so neither a symlinked source nor a symlinked
+/// /dev/console can turn this into a bind of some other file (CVE-2025-52565).
+/// Works before pivot_root (rootfs = the host path) and after it (rootfs = "/",
+/// with the container's /proc mounted).
 pub(super) fn bind_console(root: BorrowedFd<'_>, pty_slave: &Path) -> Result<(), RootfsError> {
     let console = Path::new("/dev/console");
-    let target = safe_path::create_file_in_root(root, console, Mode::from_bits_truncate(0o600))?;
-    mount_on_fd(
-        Some(pty_slave),
-        target.as_fd(),
-        None,
-        MsFlags::MS_BIND,
-        None,
+    if !safe_path::proc_fd_usable() {
+        return Err(RootfsError::Unsupported(
+            "binding the console needs /proc mounted (a procfs) in the container".to_string(),
+        ));
+    }
+    let slave = nix::fcntl::open(
+        pty_slave,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
     )
-    .map_err(|source| dev_err("bind console", console.to_path_buf(), source))
+    .map_err(|source| dev_err("open pty slave", pty_slave.to_path_buf(), source))?;
+    let st = nix::sys::stat::fstat(slave.as_fd())
+        .map_err(|source| dev_err("stat pty slave", pty_slave.to_path_buf(), source))?;
+    if SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) != SFlag::S_IFCHR {
+        return Err(dev_err(
+            "use as console (not a character device)",
+            pty_slave.to_path_buf(),
+            Errno::ENOTTY,
+        ));
+    }
+    let (parent, name) = safe_path::open_parent_in_root(root, console)?;
+    remove_existing(parent.as_fd(), name, console)?;
+    let target = nix::fcntl::openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|source| dev_err("create", console.to_path_buf(), source))?;
+    let source = safe_path::proc_fd_path(slave.as_fd());
+    mount_on_fd(Some(&source), target.as_fd(), None, MsFlags::MS_BIND, None)
+        .map_err(|source| dev_err("bind console", console.to_path_buf(), source))
 }
 
 #[cfg(test)]

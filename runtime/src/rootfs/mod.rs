@@ -16,6 +16,8 @@ mod pivot;
 pub mod safe_path;
 
 #[cfg(test)]
+mod security_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

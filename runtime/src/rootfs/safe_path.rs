@@ -337,6 +337,13 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// True when /proc/self/fd is served by procfs, so `/proc/self/fd/N` names our fds
+/// (after pivot_root, a rootfs without a proc mount could hold look-alike symlinks there).
+pub fn proc_fd_usable() -> bool {
+    nix::sys::statfs::statfs("/proc/self/fd")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+}
+
 /// The parent directory of `path` (inside `root`, created if missing) and the final file name.
 pub fn open_parent_in_root<'p>(
     root: BorrowedFd<'_>,

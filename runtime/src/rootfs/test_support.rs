@@ -6,11 +6,17 @@
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::path::PathBuf;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
+use nix::sys::statfs::{statfs, FsType};
+use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
+use oci_spec::runtime::{LinuxBuilder, Mount, MountBuilder, Spec, SpecBuilder};
+
+use super::{prepare_rootfs, RootfsConfig};
 
 /// Result type of child closures: Err carries a message back to the parent.
 pub type ChildResult = Result<(), String>;
@@ -95,4 +101,72 @@ pub fn tmpfs_on(dir: &Path) -> ChildResult {
         Some("mode=755"),
     )
     .map_err(|e| format!("tmpfs on {dir:?}: {e}"))
+}
+
+pub fn mount(typ: &str, source: &str, dest: &str, opts: &[&str]) -> Mount {
+    MountBuilder::default()
+        .typ(typ)
+        .source(source)
+        .destination(dest)
+        .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .unwrap()
+}
+
+pub fn bind(source: &Path, dest: &str, opts: &[&str]) -> Mount {
+    mount("bind", source.to_str().unwrap(), dest, opts)
+}
+
+pub fn spec_with(mounts: Vec<Mount>) -> Spec {
+    let linux = LinuxBuilder::default()
+        .masked_paths(Vec::<String>::new())
+        .readonly_paths(Vec::<String>::new())
+        .build()
+        .unwrap();
+    SpecBuilder::default()
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .unwrap()
+}
+
+pub fn prepare(spec: &Spec, rootfs: &Path) -> ChildResult {
+    let cfg = RootfsConfig {
+        spec,
+        rootfs,
+        in_user_ns: false,
+        cgroup_ns: false,
+    };
+    prepare_rootfs(&cfg).map_err(msg)
+}
+
+/// A tmpfs-backed rootfs at `<tmp>/root` (created in the parent, mounted in the child).
+pub fn rootfs_dir(tmp: &tempfile::TempDir) -> PathBuf {
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    root
+}
+
+pub fn magic(path: &Path) -> Result<FsType, String> {
+    statfs(path)
+        .map(|s| s.filesystem_type())
+        .map_err(|e| format!("statfs {path:?}: {e}"))
+}
+
+pub fn is_ro(path: &Path) -> Result<bool, String> {
+    statvfs(path)
+        .map(|s| s.flags().contains(FsFlags::ST_RDONLY))
+        .map_err(|e| format!("statvfs {path:?}: {e}"))
+}
+
+/// `path` inside `root`, the way the kernel resolves it there (for checks before pivot).
+pub fn inside(root: &Path, host_abs: &Path) -> PathBuf {
+    root.join(host_abs.strip_prefix("/").unwrap())
+}
+
+pub fn source_dir(tmp: &tempfile::TempDir) -> PathBuf {
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("from_source"), b"hello").unwrap();
+    src
 }
