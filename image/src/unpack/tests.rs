@@ -82,7 +82,7 @@ impl T {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
@@ -680,4 +680,51 @@ fn wrong_diff_id_and_trailing_bytes_are_caught() {
         &UnpackLimits::default(),
     ));
     assert_eq!(which, "diff_id");
+}
+
+#[test]
+fn later_entries_replace_earlier_ones_but_never_directories() {
+    let s = Scratch::new();
+    let mut t = T::new();
+    t.dir("d/", 0o700)
+        .file("d/f", b"first")
+        .dir("d/", 0o755)
+        .file("d/f", b"second")
+        .symlink("d/l", "f")
+        .file("d/l", b"now a file")
+        .file("d/x", b"x")
+        .file("d/.wh.x", b"");
+    unpack_tar(&t.build(), &s.root()).unwrap();
+    let r = s.root();
+    assert_eq!(
+        fs::metadata(r.join("d")).unwrap().permissions().mode() & 0o7777,
+        0o755,
+        "existing dir kept, mode updated"
+    );
+    assert_eq!(fs::read(r.join("d/f")).unwrap(), b"second");
+    assert!(fs::symlink_metadata(r.join("d/l")).unwrap().is_file());
+    assert!(fs::symlink_metadata(r.join("d/x"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    let s = Scratch::new();
+    let mut t = T::new();
+    t.dir("d/", 0o755)
+        .file("d/inner", b"")
+        .file("d", b"file over dir");
+    let (entry, reason) = refusal(unpack_tar(&t.build(), &s.root()));
+    assert_eq!(
+        (entry.as_str(), reason),
+        ("\"d\"", Refusal::ReplacesDirectory)
+    );
+}
+
+#[test]
+fn file_under_a_regular_file_is_refused() {
+    let s = Scratch::new();
+    let mut t = T::new();
+    t.file("f", b"").file("f/child", b"");
+    let (_, reason) = refusal(unpack_tar(&t.build(), &s.root()));
+    assert_eq!(reason, Refusal::ParentNotDirectory);
 }
