@@ -181,6 +181,12 @@ pub fn prepare_rootfs(cfg: &RootfsConfig) -> Result<(), RootfsError> {
         rootfs: &rootfs,
         in_user_ns: cfg.in_user_ns,
         cgroup_ns: cfg.cgroup_ns,
+        label_option: cfg
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.mount_label().as_deref())
+            .and_then(crate::lsm::mount_label_option),
     };
     for m in cfg.spec.mounts().as_deref().unwrap_or_default() {
         mounts::mount_entry(&ctx, m)?;

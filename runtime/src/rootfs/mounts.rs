@@ -27,6 +27,8 @@ pub(super) struct MountContext<'a> {
     pub in_user_ns: bool,
     /// The container has its own cgroup namespace.
     pub cgroup_ns: bool,
+    /// `context="..."` for linux.mountLabel, when SELinux is on and a label is set.
+    pub label_option: Option<String>,
 }
 
 /// /proc files a bind mount may cover (lxcfs-style overrides), as runc allows.
@@ -375,7 +377,19 @@ fn fs_entry(
     let resolved = container_path(ctx, target.as_fd())?;
     check_proc_mount(&resolved, typ, source, false)?;
     let source = source.unwrap_or(Path::new(typ));
-    let data = opts.data_string();
+    let mut data = opts.data_string();
+    // Like runc, the SELinux mount label goes on the filesystems created for
+    // the container, not on proc and sysfs (they keep their kernel labels).
+    if let Some(label) = ctx
+        .label_option
+        .as_deref()
+        .filter(|_| !matches!(typ, "proc" | "sysfs"))
+    {
+        data = Some(match data {
+            Some(d) => format!("{d},{label}"),
+            None => label.to_string(),
+        });
+    }
     // tmpcopyup fills the tmpfs before it becomes read-only.
     let flags = if opts.tmpcopyup {
         opts.flags & !MsFlags::MS_RDONLY
