@@ -158,8 +158,7 @@ impl Layout {
         let mi = read("/proc/self/mountinfo")?;
         let own = read("/proc/self/cgroup")?;
         let mounts = parse_mountinfo(&mi);
-        let unified = mounts.iter().find(|m| m.v2).cloned();
-        let v2_controllers = match &unified {
+        let v2_controllers = match pick_unified(&mounts) {
             Some(u) => {
                 let p = u.mount_point.join("cgroup.controllers");
                 read(&p)?.split_whitespace().map(str::to_owned).collect()
@@ -176,17 +175,9 @@ impl Layout {
         own: BTreeMap<String, PathBuf>,
     ) -> Result<Self, CgroupError> {
         let mut v1 = BTreeMap::new();
-        let mut unified = None;
+        let unified = pick_unified(&mounts).cloned();
         for m in mounts {
-            if m.v2 {
-                // A cgroup2 mount at /sys/fs/cgroup wins over any other cgroup2 mount.
-                let better = unified.as_ref().is_none_or(|u: &CgroupMount| {
-                    m.mount_point == Path::new("/sys/fs/cgroup") && u.mount_point != m.mount_point
-                });
-                if better {
-                    unified = Some(m);
-                }
-            } else {
+            if !m.v2 {
                 for c in &m.controllers {
                     if !c.starts_with("name=") {
                         v1.entry(c.clone()).or_insert_with(|| m.clone());
@@ -218,6 +209,27 @@ impl Layout {
             && !self.v1.contains_key(controller)
             && self.v2_controllers.iter().any(|c| c == controller)
     }
+}
+
+/// The cgroup2 mount to use: one on /sys/fs/cgroup (pure v2) wins, else the
+/// first one; among mounts on the same point the last one, since it shadows
+/// the earlier ones.
+fn pick_unified(mounts: &[CgroupMount]) -> Option<&CgroupMount> {
+    let mut best: Option<&CgroupMount> = None;
+    for m in mounts.iter().filter(|m| m.v2) {
+        let take = match best {
+            None => true,
+            Some(b) if b.mount_point == m.mount_point => true,
+            Some(b) => {
+                m.mount_point == Path::new("/sys/fs/cgroup")
+                    && b.mount_point != Path::new("/sys/fs/cgroup")
+            }
+        };
+        if take {
+            best = Some(m);
+        }
+    }
+    best
 }
 
 fn read(path: impl AsRef<Path>) -> Result<String, CgroupError> {
@@ -334,6 +346,17 @@ mod tests {
             Layout::from_parts(parse_mountinfo(v2), vec!["cpu".into()], BTreeMap::new()).unwrap();
         assert_eq!(l.mode, Mode::V2);
         assert!(l.v2_owns("cpu"));
+
+        // cgroup2 mounted over a hybrid layout: the /sys/fs/cgroup one wins.
+        let over = format!("{HYBRID}50 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        let mounts = parse_mountinfo(&over);
+        assert_eq!(
+            pick_unified(&mounts).unwrap().mount_point,
+            Path::new("/sys/fs/cgroup")
+        );
+        let l = Layout::from_parts(mounts, vec![], BTreeMap::new()).unwrap();
+        assert_eq!(l.mode, Mode::V2);
+        assert!(l.v1.is_empty());
 
         let v1 = "29 26 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
         let l = Layout::from_parts(parse_mountinfo(v1), vec![], BTreeMap::new()).unwrap();

@@ -162,7 +162,7 @@ pub enum CgroupError {
         #[source]
         source: nix::Error,
     },
-    /// A system call of the OOM notifier failed.
+    /// A system call of the OOM notifier or of the eBPF device program failed.
     #[error("{op} for {path}")]
     Notify {
         /// Operation.

@@ -564,3 +564,125 @@ fn v1_extras_and_clear_errors() {
         }
     }
 }
+
+/// Runs `v2_inner` in a private mount namespace where cgroup2 is mounted on
+/// /sys/fs/cgroup, so the pure-v2 code paths run even on a v1/hybrid host
+/// (only the controllers the cgroup2 hierarchy owns are there, e.g. hugetlb).
+#[test]
+fn pure_v2_layout_in_a_private_mount_namespace() {
+    if !is_root() || !Path::new("/usr/bin/unshare").exists() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let script = "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\" --exact \
+                  cgroups::tests::v2_inner --ignored --nocapture --test-threads=1";
+    let out = Command::new("/usr/bin/unshare")
+        .args(["-m", "--propagation", "private", "/bin/sh", "-c", script])
+        .arg(&exe)
+        .env("BERTH_CG_V2_INNER", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run inside a mount namespace by pure_v2_layout_in_a_private_mount_namespace"]
+fn v2_inner() {
+    assert!(std::env::var_os("BERTH_CG_V2_INNER").is_some());
+    let mut t = TestCg::new("v2");
+    assert_eq!(t.cg.mode(), Mode::V2);
+    let u = t.cg.unified.clone().unwrap();
+    assert!(t.cg.v1.is_empty());
+
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let owned = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap();
+    let has_pids = owned.split_whitespace().any(|c| c == "pids");
+    // cgroup.max.descendants is a core file: present whatever the controllers.
+    let mut unified = HashMap::new();
+    unified.insert("cgroup.max.descendants".to_owned(), "5".to_owned());
+    if has_pids {
+        unified.insert("pids.max".to_owned(), "50".to_owned());
+    }
+    let mut r = LinuxResourcesBuilder::default()
+        .devices(vec![deny_all])
+        .unified(unified)
+        .build()
+        .unwrap();
+    if owned.split_whitespace().any(|c| c == "hugetlb") {
+        r.set_hugepage_limits(Some(vec![LinuxHugepageLimitBuilder::default()
+            .page_size("2MB")
+            .limit(2i64 << 20)
+            .build()
+            .unwrap()]));
+    }
+    t.cg.create(Some(&r)).unwrap();
+    assert_eq!(read(&u, "cgroup.max.descendants"), "5");
+    if has_pids {
+        assert_eq!(read(&u, "pids.max"), "50");
+    }
+    if r.hugepage_limits().is_some() {
+        assert_eq!(read(&u, "hugetlb.2MB.max"), (2u64 << 20).to_string());
+    }
+    if !owned.split_whitespace().any(|c| c == "memory") {
+        let m = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1i64 << 30)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let e = t.cg.update(&m).unwrap_err();
+        assert!(matches!(e, CgroupError::ControllerMissing { .. }), "{e}");
+    }
+
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let p = out.path().display();
+    t.spawn(&format!(
+        "head -c1 /dev/loop0 >/dev/null 2>&1; echo $? > {p}; head -c1 /dev/null; echo $? >> {p}; \
+         i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 100"
+    ));
+    let start = Instant::now();
+    while std::fs::read_to_string(out.path()).unwrap().lines().count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        sleep(Duration::from_millis(10));
+    }
+    let codes = std::fs::read_to_string(out.path()).unwrap();
+    assert_eq!(codes.lines().collect::<Vec<_>>()[1], "0", "{codes}");
+    assert_ne!(
+        codes.lines().next().unwrap(),
+        "0",
+        "/dev/loop0 open was not denied"
+    );
+
+    assert_eq!(t.cg.pids().unwrap().len(), 1);
+    t.cg.freeze().unwrap();
+    assert!(t.cg.is_frozen());
+    assert_eq!(read(&u, "cgroup.freeze"), "1");
+    t.cg.thaw().unwrap();
+    assert!(!t.cg.is_frozen());
+    let start = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{}/cmdline", t.children[0].id()))
+        .unwrap_or_default()
+        .starts_with("sleep")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        sleep(Duration::from_millis(10));
+    }
+    let stats = t.cg.stats().unwrap();
+    assert!(stats.cpu.usage.total > 0, "{stats:?}");
+
+    t.cg.kill_all(Signal::SIGKILL).unwrap();
+    let st = t.children[0].wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+}
