@@ -593,7 +593,10 @@ fn pure_v2_layout_in_a_private_mount_namespace() {
 #[test]
 #[ignore = "run inside a mount namespace by pure_v2_layout_in_a_private_mount_namespace"]
 fn v2_inner() {
-    assert!(std::env::var_os("BERTH_CG_V2_INNER").is_some());
+    // Outside the namespace (e.g. `cargo test -- --ignored`) there is nothing to check.
+    if std::env::var_os("BERTH_CG_V2_INNER").is_none() {
+        return;
+    }
     let mut t = TestCg::new("v2");
     assert_eq!(t.cg.mode(), Mode::V2);
     let u = t.cg.unified.clone().unwrap();
