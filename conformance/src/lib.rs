@@ -1,0 +1,1 @@
+//! End-to-end checks and benchmark drivers that run berth beside the comparison runtimes.
