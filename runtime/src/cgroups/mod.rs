@@ -583,7 +583,8 @@ impl CgroupManager {
 
     /// Signals every process; SIGKILL uses `cgroup.kill` on v2 when the kernel has it.
     pub fn kill_all(&self, signal: Signal) -> Result<(), CgroupError> {
-        if let (Mode::V2, Some(d), Signal::SIGKILL) = (self.mode, &self.unified, signal) {
+        // Also on a hybrid host: every process is in the cgroup2 directory too.
+        if let (Some(d), Signal::SIGKILL) = (&self.unified, signal) {
             let kill_file = d.join("cgroup.kill");
             if kill_file.exists() {
                 return write_file(&kill_file, "1");
