@@ -26,7 +26,7 @@ pub enum Error {
     Auth(#[source] RegistryError),
     /// The pull failed.
     #[error("pull failed")]
-    Pull(#[from] PullError),
+    Pull(#[source] Box<PullError>),
     /// The store failed.
     #[error("image store")]
     Store(#[from] StoreError),
@@ -39,6 +39,12 @@ pub enum Error {
         /// The RPC name.
         rpc: &'static str,
     },
+}
+
+impl From<PullError> for Error {
+    fn from(err: PullError) -> Self {
+        Error::Pull(Box::new(err))
+    }
 }
 
 /// Renders an error with its whole `source()` chain, for status messages.
@@ -61,7 +67,7 @@ impl From<Error> for tonic::Status {
                 tonic::Status::invalid_argument(msg)
             }
             Error::Unimplemented { .. } => tonic::Status::unimplemented(msg),
-            Error::Pull(p) => match p {
+            Error::Pull(p) => match p.as_ref() {
                 PullError::NotFound { .. } => tonic::Status::not_found(msg),
                 PullError::Hosts { .. } | PullError::NoEndpoint { .. } => {
                     tonic::Status::failed_precondition(msg)
@@ -82,6 +88,7 @@ impl From<Error> for tonic::Status {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tonic::Code;
@@ -102,14 +109,14 @@ mod tests {
             reference: "r".into(),
             source: RegistryError::NotFound { url: "u".into() },
         };
-        let s: tonic::Status = Error::Pull(nf).into();
+        let s: tonic::Status = Error::from(nf).into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("u: not found"), "{}", s.message());
         let np = PullError::NoEndpoint {
             host: "h".into(),
             capability: "pull",
         };
-        let s: tonic::Status = Error::Pull(np).into();
+        let s: tonic::Status = Error::from(np).into();
         assert_eq!(s.code(), Code::FailedPrecondition);
         let r: tonic::Status = Error::Reference(ReferenceError::Empty {
             input: String::new(),

@@ -186,6 +186,7 @@ impl ImageService for CriImageService {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

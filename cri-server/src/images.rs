@@ -144,6 +144,7 @@ pub fn dir_usage(root: &Path) -> FsUsage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

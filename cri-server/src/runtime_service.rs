@@ -244,6 +244,7 @@ impl RuntimeService for CriRuntimeService {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -456,6 +456,7 @@ fn build_endpoint(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -267,6 +267,7 @@ pub fn select_linux_amd64<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -490,7 +490,7 @@ impl Puller {
             .begin_snapshot()
             .map_err(|e| store_err("temporary snapshot".into(), e))?;
         let reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
-        let limits = self.opts.unpack_limits.clone();
+        let limits = self.opts.unpack_limits;
         let media_type = job.media_type.clone();
         let size = job.size;
         let fs = tmp.join("fs");
@@ -549,6 +549,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

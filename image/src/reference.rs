@@ -328,6 +328,7 @@ pub fn is_valid_digest(digest: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

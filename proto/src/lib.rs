@@ -14,6 +14,7 @@ pub use prost;
 pub use tonic;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::cri;
 

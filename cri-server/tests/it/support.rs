@@ -184,9 +184,11 @@ impl Dirs {
         std::fs::write(d.join("hosts.toml"), text).unwrap();
     }
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.root = self.root();
-        c.state = self.state();
+        let mut c = Config {
+            root: self.root(),
+            state: self.state(),
+            ..Default::default()
+        };
         c.registry.config_path = self.hosts();
         c
     }
