@@ -137,19 +137,41 @@ fn bind_with_flags(
     remount_bind_at(&proc_fd_path(mounted.as_fd()), remount, false, dest)
 }
 
+/// A new cgroup/cgroup2 mount on `target`, made read-only per mount when asked.
+///
+/// Outside a new cgroup namespace the superblock is the host's (rw): asking
+/// mount(2) for MS_RDONLY there fails with EBUSY, so read-only is applied
+/// with a bind remount afterwards, which only affects this mount.
+fn fresh_mount(
+    ctx: &MountContext,
+    fstype: &str,
+    target: BorrowedFd<'_>,
+    dest: &Path,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
+    mount_on_fd(
+        Some(Path::new(fstype)),
+        target,
+        Some(fstype),
+        flags & !MsFlags::MS_RDONLY,
+        data,
+    )
+    .map_err(|e| mount_err(format!("mount {fstype} on"), dest, e))?;
+    let remount = flags & super::mount_options::REMOUNT_FLAGS;
+    if !flags.contains(MsFlags::MS_RDONLY) {
+        return Ok(());
+    }
+    let mounted = safe_path::open_in_root(ctx.root, dest, OFlag::O_PATH, Mode::empty())?;
+    remount_bind_at(&proc_fd_path(mounted.as_fd()), remount, false, dest)
+}
+
 fn mount_v2(ctx: &MountContext, dest: &Path, opts: &MountOptions) -> Result<(), RootfsError> {
     let target = safe_path::mkdir_all_in_root(ctx.root, dest, Mode::from_bits_truncate(0o755))?;
     let flags = sub_flags(opts);
     if ctx.cgroup_ns {
         let data = opts.data_string();
-        mount_on_fd(
-            Some(Path::new("cgroup2")),
-            target.as_fd(),
-            Some("cgroup2"),
-            flags,
-            data.as_deref(),
-        )
-        .map_err(|e| mount_err("mount cgroup2 on", dest, e))?;
+        fresh_mount(ctx, "cgroup2", target.as_fd(), dest, flags, data.as_deref())?;
     } else {
         let own = read_own_cgroups()?;
         let path = own
@@ -203,7 +225,6 @@ fn mount_v1(ctx: &MountContext, dest: &Path, opts: &MountOptions) -> Result<(), 
         let sub_dest = dest.join(name);
         let sub =
             safe_path::mkdir_all_in_root(ctx.root, &sub_dest, Mode::from_bits_truncate(0o755))?;
-        let sub_path = proc_fd_path(sub.as_fd());
         if ctx.cgroup_ns {
             // A fresh mount is rooted at the cgroup namespace's root.
             let data: Vec<&str> = m
@@ -212,14 +233,14 @@ fn mount_v1(ctx: &MountContext, dest: &Path, opts: &MountOptions) -> Result<(), 
                 .filter(|o| !matches!(*o, "rw" | "ro" | ""))
                 .collect();
             let data = (!data.is_empty()).then(|| data.join(","));
-            nix::mount::mount(
-                Some(m.fstype.as_str()),
-                &sub_path,
-                Some(m.fstype.as_str()),
+            fresh_mount(
+                ctx,
+                &m.fstype,
+                sub.as_fd(),
+                &sub_dest,
                 flags,
                 data.as_deref(),
-            )
-            .map_err(|e| mount_err(format!("mount {} on", m.fstype), &sub_dest, e))?;
+            )?;
         } else {
             let Some(entry) = entry_for(&own, m) else {
                 debug!(hierarchy = ?m.mount_point, "not a member of this hierarchy; skipped");

@@ -558,3 +558,53 @@ fn user_namespace_fallbacks_keep_locked_flags() {
         )
     });
 }
+
+#[test]
+fn cgroup_mount_on_a_unified_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = rootfs_dir(&tmp);
+    in_mount_ns(CloneFlags::empty(), || {
+        // Make this namespace look like a pure cgroup v2 host.
+        nix::mount::mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup",
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("cgroup2 on /sys/fs/cgroup: {e}"))?;
+        let spec = spec_with(vec![mount(
+            "cgroup",
+            "cgroup",
+            "/sys/fs/cgroup",
+            &["nosuid", "nodev", "ro"],
+        )]);
+        for cgroup_ns in [false, true] {
+            if cgroup_ns {
+                nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(msg)?;
+            }
+            // A fresh rootfs each round: the same cgroup2 root cannot be stacked on itself (EBUSY).
+            let root = root.join(if cgroup_ns { "ns" } else { "shared" });
+            std::fs::create_dir_all(&root).map_err(msg)?;
+            tmpfs_on(&root)?;
+            let cfg = RootfsConfig {
+                spec: &spec,
+                rootfs: &root,
+                in_user_ns: false,
+                cgroup_ns,
+            };
+            prepare_rootfs(&cfg).map_err(msg)?;
+            let cg = root.join("sys/fs/cgroup");
+            check(
+                magic(&cg)? == nix::sys::statfs::CGROUP2_SUPER_MAGIC,
+                format!("not cgroup2 (cgroup_ns={cgroup_ns})"),
+            )?;
+            check(
+                is_ro(&cg)?,
+                format!("not read-only (cgroup_ns={cgroup_ns})"),
+            )?;
+            check(cg.join("cgroup.procs").exists(), "cgroup.procs missing")?;
+        }
+        Ok(())
+    });
+}
