@@ -27,10 +27,12 @@ pub struct Finalize<'a> {
     pub preserve_fds: u32,
 }
 
-/// Seccomp still to be loaded after the user switch (when noNewPrivileges).
+/// What `exec` still needs: the resolved program and a seccomp filter to
+/// load as late as possible (when noNewPrivileges).
 #[derive(Debug)]
 pub struct Pending {
     seccomp: Option<crate::seccomp::SeccompProgram>,
+    program: PathBuf,
 }
 
 /// Everything up to (not including) the exec: rlimits, oom_score_adj, LSM,
@@ -60,9 +62,9 @@ pub fn before_exec(
         nix::sys::prctl::set_no_new_privs()
             .map_err(|e| InitError::sys("prctl(PR_SET_NO_NEW_PRIVS)", e))?;
     }
-    let program = f.seccomp.map(crate::seccomp::compile).transpose()?;
-    let mut pending = Pending { seccomp: None };
-    match program {
+    let filter = f.seccomp.map(crate::seccomp::compile).transpose()?;
+    let mut deferred = None;
+    match filter {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load
         // it before the user switch drops capabilities.
         Some(prog) if !nnp => {
@@ -70,7 +72,7 @@ pub fn before_exec(
                 on_listener(fd)?;
             }
         }
-        Some(prog) => pending.seccomp = Some(prog),
+        Some(prog) => deferred = Some(prog),
         None => {}
     }
     let cwd = p.cwd();
@@ -95,7 +97,17 @@ pub fn before_exec(
         umask as libc::mode_t,
     ));
     enter_cwd(cwd)?;
-    Ok(pending)
+    // Resolved now (as the final user, in the final cwd) so that `create`
+    // already fails for a missing program, like runc.
+    let args = p.args().as_deref().unwrap_or_default();
+    let arg0 = args
+        .first()
+        .ok_or_else(|| InitError::Invalid("process.args must not be empty".into()))?;
+    let program = find_executable(arg0, p.env().as_deref().unwrap_or_default())?;
+    Ok(Pending {
+        seccomp: deferred,
+        program,
+    })
 }
 
 /// Loads a deferred seccomp filter, hides every runtime fd and execs.
@@ -106,7 +118,7 @@ pub fn exec(
 ) -> Result<std::convert::Infallible, InitError> {
     let args = f.process.args().as_deref().unwrap_or_default();
     let env = f.process.env().as_deref().unwrap_or_default();
-    let program = find_executable(&args[0], env)?;
+    let program = pending.program;
     let c = |s: &str| CString::new(s).map_err(|_| InitError::Invalid(format!("NUL byte in {s:?}")));
     let argv = args.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(|e| c(e)).collect::<Result<Vec<_>, _>>()?;

@@ -73,7 +73,18 @@ fn main() -> ExitCode {
 
 /// Reports a fatal error on stderr and in the log, like runc.
 fn fail(e: anyhow::Error) -> ExitCode {
-    let msg = format!("{e:#}");
+    // Library errors often print their cause inline too; skip repeats.
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
     tracing::error!("{msg}");
     eprintln!("berth-runtime: {msg}");
     ExitCode::FAILURE
