@@ -734,6 +734,162 @@ mod tests {
         assert_eq!(Challenge::parse(r#"Bearer service="x""#), None);
     }
 
+    /// A one-request-per-connection fake registry with a bearer token
+    /// service on 127.0.0.1, recording what it was asked.
+    fn fake_registry(
+        accept: fn(&str) -> bool,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log2, addr2) = (log.clone(), addr.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut auth = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if lower.starts_with("authorization:") {
+                        auth = h["authorization:".len()..].trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let line = request_line.trim().to_string();
+                log2.lock()
+                    .unwrap()
+                    .push(format!("{line} | {auth} | {body}"));
+                let (status, extra, payload) = if line.contains("/token") {
+                    if accept(&format!("{auth} {body}")) {
+                        (
+                            "200 OK",
+                            String::new(),
+                            r#"{"access_token":"T1"}"#.to_string(),
+                        )
+                    } else {
+                        ("401 Unauthorized", String::new(), String::new())
+                    }
+                } else if auth == "Bearer T1" || auth == "Bearer GIVEN" {
+                    (
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".to_string(),
+                        "{}".to_string(),
+                    )
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"http://{addr2}/token\",service=\"fake\"\r\n"),
+                        String::new(),
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+                    payload.len()
+                );
+                conn.write_all(resp.as_bytes()).unwrap();
+            }
+        });
+        (addr, log)
+    }
+
+    fn endpoint(addr: &str) -> Endpoint {
+        let mut e = Endpoint::default_origin(addr);
+        e.scheme = crate::hosts::Scheme::Http;
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bearer_flow_with_basic_credentials() {
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pw")
+        );
+        let (addr, log) = fake_registry(|req| req.starts_with("Basic YWxpY2U6cHc="));
+        let creds = Credentials::Basic {
+            username: "alice".into(),
+            password: "pw".into(),
+        };
+        let c = RegistryClient::new(&endpoint(&addr), "team/app", creds).unwrap();
+        let doc = c.fetch_manifest("v1").await.unwrap();
+        assert_eq!(&doc.bytes[..], b"{}");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log[0].starts_with("GET /v2/team/app/manifests/v1 HTTP/1.1 |  |"));
+        assert!(
+            log[1].starts_with("GET /token?scope=repository%3Ateam%2Fapp%3Apull&service=fake"),
+            "{}",
+            log[1]
+        );
+        assert!(log[1].contains(&basic));
+        assert!(log[2].contains("| Bearer T1 |"));
+        // Later requests reuse the token without a new challenge.
+        c.fetch_manifest("v2").await.unwrap();
+        // Wrong credentials: the token service refuses, reported as Unauthorized.
+        let bad = Credentials::Basic {
+            username: "alice".into(),
+            password: "no".into(),
+        };
+        let c = RegistryClient::new(&endpoint(&addr), "team/app", bad).unwrap();
+        assert!(matches!(
+            c.fetch_manifest("v1").await,
+            Err(RegistryError::Unauthorized { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn identity_and_registry_tokens() {
+        let (addr, log) =
+            fake_registry(|req| req.contains("grant_type=refresh_token&refresh_token=RT"));
+        let c = RegistryClient::new(
+            &endpoint(&addr),
+            "x",
+            Credentials::IdentityToken { token: "RT".into() },
+        )
+        .unwrap();
+        c.fetch_manifest("v1").await.unwrap();
+        let l = log.lock().unwrap().clone();
+        assert!(l[1].starts_with("POST /token"), "{l:?}");
+        assert!(l[1].contains("client_id=berth"));
+        // A registry token is sent as is, with no token exchange.
+        let c = RegistryClient::new(
+            &endpoint(&addr),
+            "x",
+            Credentials::RegistryToken {
+                token: "GIVEN".into(),
+            },
+        )
+        .unwrap();
+        let before = log.lock().unwrap().len();
+        c.fetch_manifest("v1").await.unwrap();
+        let l = log.lock().unwrap().clone();
+        assert_eq!(l.len(), before + 1);
+        assert!(l[before].contains("| Bearer GIVEN |"));
+        // Anonymous gets a token without credentials (public repositories).
+        let (addr, _) = fake_registry(|req| req.trim().is_empty());
+        let c = RegistryClient::new(&endpoint(&addr), "x", Credentials::Anonymous).unwrap();
+        c.fetch_manifest("v1").await.unwrap();
+        // A digest reference must match the body.
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        assert!(matches!(
+            c.fetch_manifest(&wrong).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+    }
+
     #[test]
     fn digests_and_encoding() {
         assert_eq!(
