@@ -8,6 +8,7 @@
 mod cgroup_mount;
 mod copyup;
 mod devices;
+mod idmap;
 mod masked;
 pub mod mount_options;
 pub mod mountinfo;

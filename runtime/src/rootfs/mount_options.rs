@@ -69,6 +69,8 @@ pub struct MountOptions {
     pub data: Vec<String>,
     /// `tmpcopyup`: copy the underlying directory's content into the new tmpfs.
     pub tmpcopyup: bool,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)): an id-mapped bind mount.
+    pub idmap: Option<bool>,
 }
 
 impl Default for MountOptions {
@@ -79,6 +81,7 @@ impl Default for MountOptions {
             recursive: RecursiveAttr::default(),
             data: Vec::new(),
             tmpcopyup: false,
+            idmap: None,
         }
     }
 }
@@ -236,12 +239,8 @@ pub fn parse(options: &[String]) -> Result<MountOptions, OptionsError> {
             continue;
         }
         match name {
-            "idmap" | "ridmap" => {
-                return Err(OptionsError::Unsupported {
-                    option: option.clone(),
-                    reason: "id-mapped mounts are not implemented",
-                })
-            }
+            "idmap" => out.idmap = Some(false),
+            "ridmap" => out.idmap = Some(true),
             "tmpcopyup" => out.tmpcopyup = true,
             _ => out.data.push(option.clone()),
         }
@@ -354,12 +353,11 @@ mod tests {
     }
 
     #[test]
-    fn idmap_is_a_clear_error_and_tmpcopyup_is_recorded() {
-        for opt in ["idmap", "ridmap"] {
-            let err = parse(&[opt.to_string()]).unwrap_err();
-            assert!(err.to_string().contains(opt), "{err}");
-        }
+    fn idmap_and_tmpcopyup_are_recorded() {
+        assert_eq!(p(&["idmap"]).idmap, Some(false));
+        assert_eq!(p(&["ridmap"]).idmap, Some(true));
+        assert_eq!(p(&["rbind"]).idmap, None);
         assert!(p(&["tmpcopyup"]).tmpcopyup);
-        assert!(p(&["tmpcopyup"]).data.is_empty());
+        assert!(p(&["tmpcopyup", "idmap"]).data.is_empty());
     }
 }

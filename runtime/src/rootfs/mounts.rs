@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::mount_options::{self, MountOptions, RecursiveAttr};
 use super::safe_path::{self, proc_fd_path};
-use super::{cgroup_mount, copyup, RootfsError};
+use super::{cgroup_mount, copyup, idmap, RootfsError};
 
 /// Shared state of one prepare_rootfs run.
 pub(super) struct MountContext<'a> {
@@ -293,10 +293,15 @@ pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsErr
         opts.flags |= MsFlags::MS_BIND;
     }
     debug!(?dest, typ, source = ?m.source(), ?opts, "mounting");
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(RootfsError::Unsupported(format!(
-            "id-mapped mount {dest:?} (uidMappings/gidMappings)"
-        )));
+    // Mappings on a mount make it id-mapped even without the option, as in runc.
+    if opts.idmap.is_none() && (m.uid_mappings().is_some() || m.gid_mappings().is_some()) {
+        opts.idmap = Some(false);
+    }
+    if opts.idmap.is_some() && !opts.is_bind() {
+        return Err(RootfsError::InvalidSpec {
+            field: "mounts[].options",
+            value: format!("idmap on {dest:?} needs a bind mount"),
+        });
     }
     if typ == "cgroup" && !opts.is_bind() {
         return cgroup_mount::mount_cgroup(ctx, dest, &opts);
@@ -306,7 +311,7 @@ pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsErr
     }
     let source = m.source().as_deref();
     if opts.is_bind() {
-        bind_entry(ctx, dest, source, typ, &opts)
+        bind_entry(ctx, m, source, typ, &opts)
     } else {
         fs_entry(ctx, dest, source, typ, &opts)
     }
@@ -315,11 +320,12 @@ pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsErr
 /// A bind (or rbind) mount of a host file or directory.
 fn bind_entry(
     ctx: &MountContext,
-    dest: &Path,
+    m: &Mount,
     source: Option<&Path>,
     typ: &str,
     opts: &MountOptions,
 ) -> Result<(), RootfsError> {
+    let dest = m.destination().as_path();
     let source = source.ok_or_else(|| RootfsError::InvalidSpec {
         field: "mounts[].source",
         value: format!("missing for bind mount {dest:?}"),
@@ -331,9 +337,14 @@ fn bind_entry(
     let target = safe_path::create_mount_target(ctx.root, dest, meta.is_dir())?;
     let resolved = container_path(ctx, target.as_fd())?;
     check_proc_mount(&resolved, typ, Some(source), true)?;
-    let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-    mount_on_fd(Some(source), target.as_fd(), None, flags, None)
-        .map_err(|e| mount_err(format!("bind mount {source:?} on"), dest, e))?;
+    let rbind = opts.flags.contains(MsFlags::MS_REC);
+    if let Some(recursive) = opts.idmap {
+        idmap::idmapped_bind(m, source, target.as_fd(), dest, rbind, recursive)?;
+    } else {
+        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+        mount_on_fd(Some(source), target.as_fd(), None, flags, None)
+            .map_err(|e| mount_err(format!("bind mount {source:?} on"), dest, e))?;
+    }
     finish_entry(ctx, dest, opts, true)
 }
 

@@ -208,19 +208,53 @@ fn recursive_readonly_and_propagation_options() {
 }
 
 #[test]
-fn idmap_is_a_clear_error() {
+fn idmapped_bind_mounts_shift_ownership() {
     let tmp = tempfile::tempdir().unwrap();
     let root = rootfs_dir(&tmp);
+    let src = source_dir(&tmp);
+    std::fs::create_dir(src.join("sub")).unwrap();
     in_mount_ns(CloneFlags::empty(), || {
         tmpfs_on(&root)?;
+        let map = |c: u32, h: u32| {
+            vec![oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(c)
+                .host_id(h)
+                .size(1u32)
+                .build()
+                .unwrap()]
+        };
+        let mut idmapped = bind(&src, "/data", &["rbind", "ridmap", "ro"]);
+        idmapped.set_uid_mappings(Some(map(0, 1000)));
+        idmapped.set_gid_mappings(Some(map(0, 2000)));
+        prepare(&spec_with(vec![idmapped]), &root)?;
+        let meta = std::fs::metadata(root.join("data/from_source")).map_err(msg)?;
+        check(
+            meta.uid() == 1000 && meta.gid() == 2000,
+            format!("owner {}:{}", meta.uid(), meta.gid()),
+        )?;
+        check(is_ro(&root.join("data"))?, "idmapped bind not read-only")?;
+        let host = std::fs::metadata(src.join("from_source")).map_err(msg)?;
+        check(
+            host.uid() == 0 && host.gid() == 0,
+            "source ownership changed",
+        )?;
+        let err = prepare(
+            &spec_with(vec![bind(&src, "/nomap", &["bind", "idmap"])]),
+            &root,
+        )
+        .unwrap_err();
+        check(
+            err.contains("without uidMappings"),
+            format!("idmap without mappings: {err}"),
+        )?;
         let err = prepare(
             &spec_with(vec![mount("tmpfs", "tmpfs", "/t", &["idmap"])]),
             &root,
         )
         .unwrap_err();
         check(
-            err.contains("idmap") && err.contains("not supported"),
-            format!("idmap: {err}"),
+            err.contains("needs a bind mount"),
+            format!("idmap on tmpfs: {err}"),
         )
     });
 }
