@@ -156,8 +156,8 @@ fn rootfs_propagation(spec: &Spec) -> Result<Option<MsFlags>, RootfsError> {
 
 /// Runs in the container's init child, already inside its own mount namespace, before pivot_root:
 /// root propagation (rootfsPropagation, default rslave of "/" so nothing reaches the host), bind rootfs
-/// on itself, every spec mount in order (destinations resolved inside the rootfs), /dev set-up
-/// (default devices and symlinks when /dev is a tmpfs, ptmx), and linux.devices.
+/// on itself, every spec mount in order (destinations resolved inside the rootfs), then, unless
+/// /dev is a bind mount (as runc), the default devices, linux.devices, the /dev symlinks and ptmx.
 ///
 /// Relative bind-mount sources are resolved by the kernel against the current
 /// directory: the caller should be in the bundle directory, as runc is.
@@ -196,7 +196,10 @@ pub fn prepare_rootfs(cfg: &RootfsConfig) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Bind-mounts the terminal's pty slave (host path like /dev/pts/N) over <rootfs>/dev/console. Before pivot.
+/// Bind-mounts the terminal's pty slave (a path like /dev/pts/N) over <rootfs>/dev/console.
+///
+/// Before pivot with the host rootfs path, or after it with `rootfs = "/"`;
+/// either way a procfs must be mounted at /proc (the mount goes through fds).
 pub fn bind_console(rootfs: &Path, pty_slave: &Path) -> Result<(), RootfsError> {
     let root = nix::fcntl::open(
         rootfs,
