@@ -2,9 +2,10 @@
 //!
 //! How each namespace is entered:
 //! - new user/mnt/net/ipc/uts/pid: `CLONE_NEW*` flags of the single clone,
-//!   unless the user namespace is joined by path; then only pid is cloned
-//!   and the child unshares the others after `setns(user)`, so they are owned
-//!   by the joined user namespace (mounting /proc needs that);
+//!   unless the user namespace is joined by path; then the child unshares
+//!   them after `setns(user)`, so they are owned by the joined user namespace
+//!   (mounting /proc needs that), and forks once more when a new pid
+//!   namespace is among them (it only applies to children);
 //! - new cgroup: unshared by the child after the parent put it into the
 //!   container cgroup (the namespace root is the cgroup at unshare time);
 //! - pid and time by path, and new time: entered by the *parent* before the
@@ -168,6 +169,9 @@ pub struct NamespacePlan {
     pub cgroup_ns: bool,
     /// The container has its own (new) uts namespace.
     pub new_uts: bool,
+    /// A new pid namespace must be owned by a *joined* user namespace: the
+    /// child unshares it after `setns(user)` and forks the real init.
+    pub fork_after_unshare: bool,
 }
 
 impl NamespacePlan {
@@ -183,6 +187,7 @@ impl NamespacePlan {
             in_user_ns: false,
             cgroup_ns: false,
             new_uts: false,
+            fork_after_unshare: false,
         };
         let nss = spec
             .linux()
@@ -203,8 +208,11 @@ impl NamespacePlan {
                 (_, Some(p)) => plan.join_in_child.push((typ, p.clone())),
                 (LinuxNamespaceType::Time, None) => plan.new_time = true,
                 (LinuxNamespaceType::Cgroup, None) => plan.unshare_flags |= clone_flag(typ),
+                (_, None) if user_joined => {
+                    plan.unshare_flags |= clone_flag(typ);
+                    plan.fork_after_unshare |= typ == LinuxNamespaceType::Pid;
+                }
                 (LinuxNamespaceType::Pid, None) => plan.clone_flags |= clone_flag(typ),
-                (_, None) if user_joined => plan.unshare_flags |= clone_flag(typ),
                 (_, None) => plan.clone_flags |= clone_flag(typ),
             }
             match typ {

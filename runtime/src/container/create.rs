@@ -38,7 +38,7 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Number of extra fds (3..3+n) handed to the container process.
     pub preserve_fds: u32,
-    /// runc's --no-pivot (refused: see `create`).
+    /// Enter the rootfs with MS_MOVE + chroot instead of pivot_root.
     pub no_pivot: bool,
     /// Do not give the container its own session keyring.
     pub no_new_keyring: bool,
@@ -72,11 +72,6 @@ impl Container {
     /// Creates the container: its init runs every set-up step and waits on
     /// the exec FIFO. Must be called from a single-threaded process.
     pub fn create(opts: &CreateOptions) -> Result<Container, ContainerError> {
-        if opts.no_pivot {
-            return Err(ContainerError::Invalid(
-                "--no-pivot is not supported: pivot_root falls back to MS_MOVE+chroot by itself when / is a ramfs".into(),
-            ));
-        }
         let loaded = spec::load_bundle(&opts.bundle)?;
         let terminal = loaded
             .spec
@@ -143,6 +138,7 @@ impl Container {
             fifo: &fifo,
             preserve_fds: opts.preserve_fds,
             no_new_keyring: opts.no_new_keyring,
+            no_pivot: opts.no_pivot,
         };
         let guard = ParentNsGuard::enter(
             &plan.join_in_parent,
@@ -170,7 +166,7 @@ impl Container {
         drop(child);
         cleanup.child = Some(pid);
 
-        handshake(&parent, pid, &loaded, &plan, &cg, opts)?;
+        let pid = handshake(&parent, pid, &loaded, &plan, &cg, opts, &mut cleanup)?;
         drop(parent);
 
         let start_time = state::proc_stat(pid.as_raw())
@@ -290,14 +286,17 @@ fn wait_fifo_byte(c: &Container, fifo: &OwnedFd) -> Result<(), ContainerError> {
 }
 
 /// Parent side of the init handshake (see `process::init`).
+/// Returns the init's host pid (a grandchild when the child had to fork
+/// into a pid namespace owned by a joined user namespace).
 fn handshake(
     chan: &Channel,
-    pid: Pid,
+    mut pid: Pid,
     loaded: &LoadedSpec,
     plan: &NamespacePlan,
     cg: &CgroupManager,
     opts: &CreateOptions,
-) -> Result<(), ContainerError> {
+    cleanup: &mut Cleanup,
+) -> Result<Pid, ContainerError> {
     let spec = &loaded.spec;
     let linux = spec.linux().as_ref();
     if plan.new_user {
@@ -332,7 +331,13 @@ fn handshake(
             Ok(Msg::SeccompListener(fd)) => {
                 forward_listener(&opts.id, spec, &loaded.bundle, pid, fd)?
             }
-            Ok(Msg::Ready) => return Ok(()),
+            Ok(Msg::InitPid(init)) if plan.fork_after_unshare => {
+                let _ = waitpid(pid, None);
+                pid = Pid::from_raw(init);
+                cleanup.child = Some(pid);
+                chan.send(&Msg::Go).map_err(|e| child_gone(e, pid))?;
+            }
+            Ok(Msg::Ready) => return Ok(pid),
             Ok(Msg::Error(text)) => return Err(ContainerError::Child(text)),
             Ok(other) => {
                 return Err(ContainerError::Channel(channel::ChannelError::Unexpected {

@@ -61,6 +61,8 @@ pub enum Msg {
     Ready,
     /// Child → parent: set-up failed with this message.
     Error(String),
+    /// Intermediate child → parent: the real init is this host pid (answer `Go`).
+    InitPid(i32),
 }
 
 impl Msg {
@@ -73,6 +75,7 @@ impl Msg {
             Msg::SeccompListener(_) => 5,
             Msg::Ready => 6,
             Msg::Error(_) => 7,
+            Msg::InitPid(_) => 8,
         }
     }
 }
@@ -112,6 +115,7 @@ impl Channel {
                 buf.extend_from_slice(&text.as_bytes()[..end]);
             }
             Msg::Console(fd) | Msg::SeccompListener(fd) => fds.push(fd.as_raw_fd()),
+            Msg::InitPid(pid) => buf.extend_from_slice(&pid.to_le_bytes()),
             _ => {}
         }
         let iov = [IoSlice::new(&buf)];
@@ -178,6 +182,9 @@ impl Channel {
             (5, Some(fd)) => Msg::SeccompListener(fd),
             (6, None) => Msg::Ready,
             (7, None) => Msg::Error(String::from_utf8_lossy(&buf[1..len]).into_owned()),
+            (8, None) if len == 5 => {
+                Msg::InitPid(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]))
+            }
             _ => return Err(ChannelError::Malformed(tag)),
         };
         Ok(msg)
@@ -215,6 +222,8 @@ mod tests {
         let f = std::fs::File::open("/proc/self/stat").unwrap();
         b.send(&Msg::Console(f.into())).unwrap();
         assert!(matches!(a.recv().unwrap(), Msg::Console(_)));
+        b.send(&Msg::InitPid(4242)).unwrap();
+        assert!(matches!(a.recv().unwrap(), Msg::InitPid(4242)));
         drop(b);
         assert!(matches!(a.recv(), Err(ChannelError::Closed)));
     }

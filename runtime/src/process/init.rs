@@ -42,6 +42,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: u32,
     /// Do not create a new session keyring.
     pub no_new_keyring: bool,
+    /// Enter the rootfs with MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
 }
 
 /// Runs the init sequence in the cloned child; never returns.
@@ -81,16 +83,31 @@ fn init(
         .ok_or_else(|| InitError::Invalid("init channel missing".into()))?;
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
 
-    // /proc is still the host's here, so /proc/self names our host pid,
-    // which hooks must see (getpid() answers 1 in a new pid namespace).
-    let host_pid = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
     let plan = cfg.plan;
     if plan.new_user {
         become_root()?;
     }
     enter_namespaces(plan)?;
+    if plan.fork_after_unshare {
+        // The new pid namespace only applies to children: the real init is
+        // a grandchild; we report its host pid and leave.
+        match sys::clone_fork(nix::sched::CloneFlags::empty())
+            .map_err(|e| InitError::sys("fork into the new pid namespace", e))?
+        {
+            sys::CloneResult::Parent(pid) => {
+                chan.send(&Msg::InitPid(pid.as_raw()))?;
+                sys::exit_now(0)
+            }
+            // No pdeathsig: our parent is the intermediate, which exits now;
+            // the channel reaching EOF tells us if `create` dies.
+            sys::CloneResult::Child => chan.expect(|m| matches!(m, Msg::Go), "Go")?,
+        }
+    }
+    // /proc is still the host's here, so /proc/self names our host pid,
+    // which hooks must see (getpid() answers 1 in a new pid namespace).
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
 
     // Opened before any mount changes; re-opened for writing via
     // /proc/self/fd once we are in the container (the host path is gone).
@@ -121,7 +138,11 @@ fn init(
         ContainerState::Creating,
     )?;
 
-    crate::rootfs::pivot_root(cfg.rootfs)?;
+    if cfg.no_pivot {
+        crate::rootfs::move_root(cfg.rootfs)?;
+    } else {
+        crate::rootfs::pivot_root(cfg.rootfs)?;
+    }
     let process = cfg
         .spec
         .process()

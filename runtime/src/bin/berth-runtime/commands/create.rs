@@ -17,7 +17,7 @@ pub struct CreateFlags {
     /// File to write the container init's pid to.
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
-    /// Do not use pivot_root (not supported; refused).
+    /// Enter the rootfs with MS_MOVE + chroot instead of pivot_root.
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
     /// Do not create a new session keyring.

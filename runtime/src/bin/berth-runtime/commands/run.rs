@@ -30,6 +30,9 @@ pub struct Args {
 pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
     let id = &a.container_id;
     let opts = a.flags.options(root, id);
+    // The init may be a grandchild (pid namespace under a joined user
+    // namespace); as subreaper we still get to wait for it.
+    nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
     let c = Container::create(&opts).with_context(|| format!("creating container {id}"))?;
     if a.detach {
         if let Err(e) = c.start() {
