@@ -170,3 +170,12 @@ pub fn source_dir(tmp: &tempfile::TempDir) -> PathBuf {
     std::fs::write(src.join("from_source"), b"hello").unwrap();
     src
 }
+
+/// A file the container's /sys/fs/cgroup shows on this host's layout (v1/hybrid or unified).
+pub fn cgroup_probe() -> &'static str {
+    if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        "memory/memory.limit_in_bytes"
+    } else {
+        "cgroup.procs"
+    }
+}
