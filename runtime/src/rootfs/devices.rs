@@ -192,8 +192,8 @@ fn remove_existing(
 fn create_device(ctx: &MountContext, dev: &DeviceNode) -> Result<(), RootfsError> {
     let (parent, name) = safe_path::open_parent_in_root(ctx.root, &dev.path)?;
     remove_existing(parent.as_fd(), name, &dev.path)?;
-    if ctx.in_user_ns {
-        // mknod is refused in a user namespace: bind the host's node instead.
+    if ctx.in_user_ns && dev.kind != SFlag::S_IFIFO {
+        // Device nodes cannot be made in a user namespace: bind the host's node instead.
         let file = nix::fcntl::openat(
             parent.as_fd(),
             name,

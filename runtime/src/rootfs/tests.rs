@@ -551,6 +551,15 @@ fn user_namespace_fallbacks_keep_locked_flags() {
             ),
             bind(&src, "/locked", &["rbind", "ro"]),
         ]);
+        let fifo = LinuxDeviceBuilder::default()
+            .path("/dev/myfifo")
+            .typ(LinuxDeviceType::P)
+            .build()
+            .unwrap();
+        let mut spec = spec;
+        spec.set_linux(Some(
+            LinuxBuilder::default().devices(vec![fifo]).build().unwrap(),
+        ));
         let cfg = RootfsConfig {
             spec: &spec,
             rootfs: &root,
@@ -576,6 +585,11 @@ fn user_namespace_fallbacks_keep_locked_flags() {
         check(
             null.rdev() == nix::sys::stat::makedev(1, 3),
             "/dev/null not bound from the host",
+        )?;
+        let fifo = std::fs::symlink_metadata(root.join("dev/myfifo")).map_err(msg)?;
+        check(
+            fifo.file_type().is_fifo(),
+            "fifo device not made in the user namespace",
         )?;
         pivot_root(&root).map_err(msg)?;
         check(
