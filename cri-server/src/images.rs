@@ -10,7 +10,7 @@ use berth_image::pull::{PullOptions, Puller};
 use berth_image::reference::Reference;
 use berth_image::registry::Credentials;
 use berth_image::unpack::UnpackLimits;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -29,7 +29,7 @@ pub struct FsUsage {
 #[derive(Debug)]
 pub struct ImageManager {
     store: Arc<Store>,
-    puller: Puller,
+    puller: Arc<Puller>,
 }
 
 impl ImageManager {
@@ -43,7 +43,10 @@ impl ImageManager {
                 max_entries: config.unpack.max_entries,
             },
         });
-        ImageManager { store, puller }
+        ImageManager {
+            store,
+            puller: Arc::new(puller),
+        }
     }
 
     /// The store.
@@ -52,7 +55,7 @@ impl ImageManager {
     }
 
     /// The puller (exposes download counters).
-    pub fn puller(&self) -> &Puller {
+    pub fn puller(&self) -> &Arc<Puller> {
         &self.puller
     }
 
@@ -64,16 +67,22 @@ impl ImageManager {
             });
         }
         let reference = Reference::parse_normalized(image)?;
-        // Held until the image row is committed: GC waits for us.
-        let _guard = self.store.pull_guard().await;
-        let pulled = self
-            .puller
-            .pull(&reference, credentials, self.store.clone())
-            .await?;
-        let store = self.store.clone();
-        let id = pulled.config_digest.clone();
-        tokio::task::spawn_blocking(move || store.commit_image(&pulled)).await??;
-        info!(image = %reference, image_id = %id, "image committed");
+        let (store, puller, credentials) =
+            (self.store.clone(), self.puller.clone(), credentials.clone());
+        // The pull runs in its own task: a client that gives up (kubelet
+        // timeout) does not abort it half-way, and a retry finds the layers
+        // it already committed.
+        let task = tokio::spawn(async move {
+            // Held until the image row is committed: GC waits for us.
+            let _guard = store.pull_guard().await;
+            let pulled = puller.pull(&reference, &credentials, store.clone()).await?;
+            let id = pulled.config_digest.clone();
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.commit_image(&pulled)).await??;
+            info!(image = %reference, image_id = %id, "image committed");
+            Ok::<_, Error>(id)
+        });
+        let id = task.await??;
         Ok(id)
     }
 
@@ -105,8 +114,23 @@ impl ImageManager {
         }
         let outcome = self.store.remove_image(image)?;
         if let RemoveOutcome::Removed { id } = &outcome {
-            let report = self.store.gc().await?;
-            info!(image = %image, image_id = %id, ?report, "image removed");
+            info!(image = %image, image_id = %id, "image removed");
+            match self.store.try_gc()? {
+                Some(report) => info!(?report, "garbage collected"),
+                None => {
+                    // Pulls are running: collect once they are done rather
+                    // than make this call wait for them.
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        match store.gc().await {
+                            Ok(report) => info!(?report, "garbage collected"),
+                            Err(err) => {
+                                warn!(error = %crate::error::chain(&err), "garbage collection failed")
+                            }
+                        }
+                    });
+                }
+            }
         }
         Ok(outcome)
     }

@@ -193,6 +193,16 @@ impl Store {
         Ok(report)
     }
 
+    /// Like [`Store::gc`], but returns `None` at once when pulls are running.
+    pub fn try_gc(&self) -> Result<Option<RecoveryReport>, StoreError> {
+        let Ok(_exclusive) = self.gc_lock.try_write() else {
+            return Ok(None);
+        };
+        let mut report = RecoveryReport::default();
+        self.gc_locked(&mut report)?;
+        Ok(Some(report))
+    }
+
     fn gc_locked(&self, report: &mut RecoveryReport) -> Result<(), StoreError> {
         report.unreferenced_snapshots += self.remove_unreferenced_snapshots()?;
         report.unreferenced_content += self.remove_unreferenced_content()?;
