@@ -6,13 +6,14 @@ use nix::mount::MsFlags;
 /// Errors while parsing mount options.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    /// The option is recognised but this runtime does not implement it.
-    #[error("mount option {option:?} is not supported by berth-runtime: {reason}")]
-    Unsupported {
+    /// An empty string in the options list (it would become `,,` in the mount data).
+    #[error("empty mount option")]
+    Empty,
+    /// An option with a NUL byte cannot be passed to mount(2).
+    #[error("mount option {option:?} contains a NUL byte")]
+    Nul {
         /// The option as written in the spec.
         option: String,
-        /// Why it is not supported.
-        reason: &'static str,
     },
 }
 
@@ -204,6 +205,14 @@ pub fn parse(options: &[String]) -> Result<MountOptions, OptionsError> {
     let mut out = MountOptions::default();
     for option in options {
         let name = option.as_str();
+        if name.is_empty() {
+            return Err(OptionsError::Empty);
+        }
+        if name.contains('\0') {
+            return Err(OptionsError::Nul {
+                option: option.clone(),
+            });
+        }
         if let Some((_, clear, flag)) = FLAG_OPTIONS.iter().find(|(n, _, _)| *n == name) {
             if *clear {
                 out.flags.remove(*flag);
@@ -350,6 +359,16 @@ mod tests {
         assert_eq!(o.recursive.set, attr::RELATIME);
         assert_eq!(o.recursive.clear, attr::RDONLY | attr::ATIME_MASK);
         assert!(p(&["ro"]).recursive.is_empty());
+    }
+
+    #[test]
+    fn empty_and_nul_options_are_rejected() {
+        assert!(matches!(parse(&[String::new()]), Err(OptionsError::Empty)));
+        let err = parse(&["mode=755".to_string(), "size=1\0k".to_string()]).unwrap_err();
+        assert!(
+            matches!(err, OptionsError::Nul { ref option } if option == "size=1\0k"),
+            "{err}"
+        );
     }
 
     #[test]
