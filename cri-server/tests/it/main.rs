@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod crash;
+mod fixtures;
 mod images;
 mod mirrors;
 mod support;

@@ -236,7 +236,11 @@ pub struct InProc {
 
 impl InProc {
     pub async fn start(dirs: &Dirs) -> InProc {
-        let daemon = Daemon::bind(&dirs.config()).await.unwrap();
+        Self::start_with(dirs, dirs.config()).await
+    }
+
+    pub async fn start_with(dirs: &Dirs, config: Config) -> InProc {
+        let daemon = Daemon::bind(&config).await.unwrap();
         let manager = daemon.images().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let join = tokio::spawn(async move {
