@@ -288,3 +288,59 @@ async fn concurrent_pulls_share_one_download() {
     assert_eq!(dirs.snapshot_dirs(), (3, 0));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_schema2_manifest_and_manifest_list() {
+    let reg = Registry::start().unwrap();
+    let host = reg.host();
+    let amd = build_image_as(&[&[("docker", b"amd64")]], "0", "amd64", true);
+    let arm = build_image_as(&[&[("docker", b"arm64")]], "0", "arm64", true);
+    push(&host, "dock", "amd64", &amd, None).await;
+    push(&host, "dock", "arm64", &arm, None).await;
+    let entry = |i: &TestImage, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": i.manifest_digest, "size": i.manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let list_doc = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")]
+    }))
+    .unwrap();
+    put_manifest(
+        &host,
+        "dock",
+        "list",
+        &list_doc,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        None,
+    )
+    .await;
+    let dirs = Dirs::new();
+    let mut d = InProc::start(&dirs).await;
+    let id = pull(&mut d.images, &format!("{host}/dock:amd64"))
+        .await
+        .unwrap();
+    assert_eq!(id, amd.config_digest);
+    assert_eq!(
+        status(&mut d.images, &id).await.unwrap().uid.unwrap().value,
+        0
+    );
+    assert_eq!(
+        pull(&mut d.images, &format!("{host}/dock:list"))
+            .await
+            .unwrap(),
+        amd.config_digest
+    );
+    // A tag and a digest together: the digest is fetched, the tag recorded.
+    let both = format!("{host}/dock:pinned@{}", arm.manifest_digest);
+    assert_eq!(pull(&mut d.images, &both).await.unwrap(), arm.config_digest);
+    let st = status(&mut d.images, &arm.config_digest).await.unwrap();
+    assert_eq!(st.repo_tags, vec![format!("{host}/dock:pinned")]);
+    assert_eq!(
+        st.repo_digests,
+        vec![format!("{host}/dock@{}", arm.manifest_digest)]
+    );
+    d.stop().await;
+}

@@ -26,6 +26,7 @@ pub type Files<'a> = &'a [(&'a str, &'a [u8])];
 /// An image held in memory.
 #[derive(Clone)]
 pub struct TestImage {
+    pub media_type: &'static str,
     pub blobs: Vec<(String, Vec<u8>)>,
     pub config_digest: String,
     pub manifest: Vec<u8>,
@@ -49,6 +50,24 @@ fn layer_tar(files: Files<'_>) -> Vec<u8> {
 
 /// Builds an OCI image (gzip layers) with the given layers and `USER`.
 pub fn build_image(layers: &[Files<'_>], user: &str, arch: &str) -> TestImage {
+    build_image_as(layers, user, arch, false)
+}
+
+/// Like [`build_image`], as a Docker schema2 image when `docker` is set.
+pub fn build_image_as(layers: &[Files<'_>], user: &str, arch: &str, docker: bool) -> TestImage {
+    let (manifest_type, config_type, layer_type) = if docker {
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        )
+    } else {
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    };
     let mut blobs = Vec::new();
     let mut diff_ids = Vec::new();
     let mut descs = Vec::new();
@@ -60,7 +79,7 @@ pub fn build_image(layers: &[Files<'_>], user: &str, arch: &str) -> TestImage {
         let gz = gz.finish().unwrap();
         let d = sha256(&gz);
         descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()
+            "mediaType": layer_type, "digest": d, "size": gz.len()
         }));
         blobs.push((d, gz));
     }
@@ -73,14 +92,15 @@ pub fn build_image(layers: &[Files<'_>], user: &str, arch: &str) -> TestImage {
     let config_digest = sha256(&config);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "mediaType": manifest_type,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": config.len()},
         "layers": descs,
     }))
     .unwrap();
     let manifest_digest = sha256(&manifest);
     blobs.push((config_digest.clone(), config.clone()));
     TestImage {
+        media_type: manifest_type,
         blobs,
         config_digest,
         manifest_digest,
@@ -116,15 +136,7 @@ pub async fn push(host: &str, repo: &str, tag: &str, img: &TestImage, auth: Opti
             .unwrap();
         assert_eq!(resp.status().as_u16(), 201, "finish upload of {digest}");
     }
-    put_manifest(
-        host,
-        repo,
-        tag,
-        &img.manifest,
-        "application/vnd.oci.image.manifest.v1+json",
-        auth,
-    )
-    .await;
+    put_manifest(host, repo, tag, &img.manifest, img.media_type, auth).await;
 }
 
 pub async fn put_manifest(
