@@ -43,9 +43,6 @@ pub enum CapsError {
     /// Effective capabilities must be a subset of the permitted ones.
     #[error("effective capabilities [{0}] are not in the permitted set")]
     EffectiveNotPermitted(String),
-    /// An ambient capability is missing from permitted or inheritable.
-    #[error("ambient capability {0} must also be in both the permitted and inheritable sets")]
-    AmbientNotAllowed(String),
     /// Clearing or raising an ambient capability failed.
     #[error("failed to set ambient capability {cap}")]
     Ambient {
@@ -176,14 +173,23 @@ fn resolve(caps: &LinuxCapabilities, supported: &CapsHashSet) -> Result<Resolved
             &not_permitted,
         )));
     }
-    let mut ambient: Vec<_> = r.ambient.iter().collect();
-    ambient.sort_by_key(|c| c.index());
-    for cap in ambient {
-        if !r.permitted.contains(cap) || !r.inheritable.contains(cap) {
-            return Err(CapsError::AmbientNotAllowed(cap.to_string()));
-        }
+    // The kernel only lets a capability into the ambient set when it is both
+    // permitted and inheritable. `runc spec` style configs list ambient caps
+    // without inheritable ones; runc skips what it cannot raise, and so do we.
+    let (raisable, skipped): (CapsHashSet, CapsHashSet) = r
+        .ambient
+        .iter()
+        .partition(|c| r.permitted.contains(c) && r.inheritable.contains(c));
+    if !skipped.is_empty() {
+        debug!(
+            caps = %display_set(&skipped),
+            "ambient capabilities not in permitted and inheritable are skipped"
+        );
     }
-    Ok(r)
+    Ok(Resolved {
+        ambient: raisable,
+        ..r
+    })
 }
 
 fn set_base(set: CapSet, name: &'static str, value: &CapsHashSet) -> Result<(), CapsError> {
@@ -324,8 +330,11 @@ pub(crate) mod tests {
             .ambient(set(&[Capability::Kill]))
             .build()
             .unwrap();
-        let err = apply(&bad_ambient).unwrap_err();
-        assert!(matches!(err, CapsError::AmbientNotAllowed(ref c) if c == "CAP_KILL"));
+        let resolved = resolve(&bad_ambient, &caps::all()).unwrap();
+        assert!(
+            resolved.ambient.is_empty(),
+            "an ambient cap that is not inheritable must be skipped, not raised"
+        );
         let bad_eff = LinuxCapabilitiesBuilder::default()
             .permitted(set(&[Capability::Kill]))
             .effective(set(&[Capability::Kill, Capability::Chown]))
