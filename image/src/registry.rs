@@ -230,6 +230,9 @@ pub struct RegistryClient {
     repo_url: String,
     repository: String,
     http: reqwest::Client,
+    /// hosts.toml `header`s, appended to every registry request (not to the
+    /// token service). Not client defaults: those keep one value per name.
+    headers: HeaderMap,
     credentials: Credentials,
     /// The `Authorization` value that worked last, reused for later requests.
     authorization: Mutex<Option<HeaderValue>>,
@@ -263,7 +266,6 @@ impl RegistryClient {
             headers.append(n, v);
         }
         let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -305,6 +307,7 @@ impl RegistryClient {
             repo_url: endpoint.repository_url(repository),
             repository: repository.to_string(),
             http,
+            headers,
             credentials,
             authorization: Mutex::new(authorization),
         })
@@ -382,6 +385,9 @@ impl RegistryClient {
         let mut retried = false;
         loop {
             let mut req = self.http.get(url);
+            for (name, value) in &self.headers {
+                req = req.header(name, value);
+            }
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -751,6 +757,7 @@ mod tests {
                 let mut request_line = String::new();
                 reader.read_line(&mut request_line).unwrap();
                 let mut auth = String::new();
+                let mut extra_headers = String::new();
                 let mut len = 0usize;
                 loop {
                     let mut h = String::new();
@@ -762,6 +769,10 @@ mod tests {
                     if lower.starts_with("authorization:") {
                         auth = h["authorization:".len()..].trim().to_string();
                     }
+                    if lower.starts_with("x-berth-test:") {
+                        extra_headers
+                            .push_str(&format!(" [{}]", h["x-berth-test:".len()..].trim()));
+                    }
                     if let Some(v) = lower.strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap();
                     }
@@ -772,7 +783,7 @@ mod tests {
                 let line = request_line.trim().to_string();
                 log2.lock()
                     .unwrap()
-                    .push(format!("{line} | {auth} | {body}"));
+                    .push(format!("{line} | {auth} | {body}{extra_headers}"));
                 let (status, extra, payload) = if line.contains("/token") {
                     if accept(&format!("{auth} {body}")) {
                         (
@@ -887,6 +898,32 @@ mod tests {
         assert!(matches!(
             c.fetch_manifest(&wrong).await,
             Err(RegistryError::DigestMismatch { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn endpoint_headers_are_sent_on_every_request() {
+        let (addr, log) = fake_registry(|_| false);
+        let mut ep = endpoint(&addr);
+        ep.headers = vec![
+            ("x-berth-test".to_string(), "a".to_string()),
+            ("x-berth-test".to_string(), "b".to_string()),
+        ];
+        let c = RegistryClient::new(
+            &ep,
+            "x",
+            Credentials::RegistryToken {
+                token: "GIVEN".into(),
+            },
+        )
+        .unwrap();
+        c.fetch_manifest("v1").await.unwrap();
+        let l = log.lock().unwrap().clone();
+        assert!(l[0].contains("Bearer GIVEN |  [a] [b]"), "{l:?}");
+        ep.headers = vec![("bad header".to_string(), "x".to_string())];
+        assert!(matches!(
+            RegistryClient::new(&ep, "x", Credentials::Anonymous),
+            Err(RegistryError::Header { .. })
         ));
     }
 
