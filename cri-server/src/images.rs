@@ -10,7 +10,7 @@ use berth_image::pull::{PullOptions, Puller};
 use berth_image::reference::Reference;
 use berth_image::registry::Credentials;
 use berth_image::unpack::UnpackLimits;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -72,16 +72,19 @@ impl ImageManager {
         // The pull runs in its own task: a client that gives up (kubelet
         // timeout) does not abort it half-way, and a retry finds the layers
         // it already committed.
-        let task = tokio::spawn(async move {
-            // Held until the image row is committed: GC waits for us.
-            let _guard = store.pull_guard().await;
-            let pulled = puller.pull(&reference, &credentials, store.clone()).await?;
-            let id = pulled.config_digest.clone();
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.commit_image(&pulled)).await??;
-            info!(image = %reference, image_id = %id, "image committed");
-            Ok::<_, Error>(id)
-        });
+        let task = tokio::spawn(
+            async move {
+                // Held until the image row is committed: GC waits for us.
+                let _guard = store.pull_guard().await;
+                let pulled = puller.pull(&reference, &credentials, store.clone()).await?;
+                let id = pulled.config_digest.clone();
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.commit_image(&pulled)).await??;
+                info!(image = %reference, image_id = %id, "image committed");
+                Ok::<_, Error>(id)
+            }
+            .instrument(tracing::Span::current()),
+        );
         let id = task.await??;
         Ok(id)
     }

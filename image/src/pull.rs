@@ -243,7 +243,7 @@ impl Puller {
         sink: Arc<dyn SnapshotSink>,
     ) -> Result<PulledImage, PullError> {
         let rstr = reference.to_string();
-        let (client, doc) = self.resolve(reference, credentials).await?;
+        let (sources, doc) = self.resolve(reference, credentials).await?;
         let mdoc = |source| PullError::Manifest {
             reference: rstr.clone(),
             source,
@@ -267,8 +267,8 @@ impl Puller {
                 let entry =
                     manifest::select_linux_amd64(&index, manifest::host_amd64_level(), &doc.digest)
                         .map_err(mdoc)?;
-                let child = client
-                    .fetch_manifest(&entry.digest)
+                let child = sources
+                    .manifest(&entry.digest)
                     .await
                     .map_err(|e| fetch_err(&entry.digest, e))?;
                 sink.put_content(&doc.digest, &doc.content_type, &doc.bytes)
@@ -288,8 +288,8 @@ impl Puller {
         };
 
         let config_digest = image_manifest.config.digest.clone();
-        let config = client
-            .fetch_blob_bytes(&config_digest)
+        let config = sources
+            .blob_bytes(&config_digest)
             .await
             .map_err(|e| fetch_err(&config_digest, e))?;
         let image_config = manifest::parse_config(&config, &config_digest).map_err(mdoc)?;
@@ -316,7 +316,7 @@ impl Puller {
             .map_err(|e| store_err(format!("config {config_digest}"), e))?;
 
         let chain_ids = chain_ids(&diff_ids);
-        let client = Arc::new(client);
+        let sources = Arc::new(sources);
         let mut tasks = Vec::new();
         for (i, layer) in image_manifest.layers.iter().enumerate() {
             let job = LayerJob {
@@ -328,7 +328,7 @@ impl Puller {
                 chain_id: chain_ids[i].clone(),
                 parent: i.checked_sub(1).map(|p| chain_ids[p].clone()),
             };
-            tasks.push(self.layer(job, client.clone(), sink.clone()));
+            tasks.push(self.layer(job, sources.clone(), sink.clone()));
         }
         let results = futures_util::future::join_all(tasks).await;
         let mut layers_downloaded = 0;
@@ -347,7 +347,7 @@ impl Puller {
             .config
             .and_then(|c| c.user)
             .filter(|u| !u.is_empty());
-        info!(reference = %rstr, image_id = %config_digest, served_by = %client.endpoint().base_url(), layers_downloaded, "pulled");
+        info!(reference = %rstr, image_id = %config_digest, served_by = %sources.first_url(), layers_downloaded, "pulled");
         Ok(PulledImage {
             reference: reference.clone(),
             manifest_digest: manifest_doc.digest,
@@ -357,17 +357,19 @@ impl Puller {
             chain_ids,
             size,
             user,
-            served_by: client.endpoint().base_url(),
+            served_by: sources.first_url(),
             layers_downloaded,
         })
     }
 
-    /// Finds the first endpoint that serves the manifest, in hosts.toml order.
+    /// Finds the first endpoint that serves the manifest, in hosts.toml order,
+    /// and returns every usable endpoint with that one first: content is
+    /// fetched from it, falling back to the others if it fails.
     async fn resolve(
         &self,
         reference: &Reference,
         credentials: &Credentials,
-    ) -> Result<(RegistryClient, crate::registry::FetchedDocument), PullError> {
+    ) -> Result<(Sources, crate::registry::FetchedDocument), PullError> {
         let host = reference.domain().to_string();
         let endpoints = hosts::endpoints_for(&self.opts.hosts_dir, &host).map_err(|source| {
             PullError::Hosts {
@@ -388,16 +390,26 @@ impl Puller {
         }
         let mut last: Option<RegistryError> = None;
         let mut all_not_found = true;
+        let mut clients = Vec::new();
         for ep in &usable {
-            let attempt = async {
-                let client = RegistryClient::new(ep, reference.path(), credentials.clone())?;
-                let doc = client.fetch_manifest(reference.fetch_reference()).await?;
-                Ok::<_, RegistryError>((client, doc))
-            };
-            match attempt.await {
-                Ok(found) => return Ok(found),
+            match RegistryClient::new(ep, reference.path(), credentials.clone()) {
+                Ok(c) => clients.push(c),
                 Err(e) => {
-                    warn!(reference = %reference, endpoint = %ep.base_url(), error = %e, "endpoint failed, trying the next one");
+                    warn!(reference = %reference, endpoint = %ep.base_url(), error = %e, "endpoint unusable, skipping it");
+                    all_not_found = false;
+                    last = Some(e);
+                }
+            }
+        }
+        for i in 0..clients.len() {
+            match clients[i].fetch_manifest(reference.fetch_reference()).await {
+                Ok(doc) => {
+                    let first = clients.remove(i);
+                    clients.insert(0, first);
+                    return Ok((Sources { clients }, doc));
+                }
+                Err(e) => {
+                    warn!(reference = %reference, endpoint = %clients[i].endpoint().base_url(), error = %e, "endpoint failed, trying the next one");
                     all_not_found &= e.is_not_found();
                     last = Some(e);
                 }
@@ -425,7 +437,7 @@ impl Puller {
     async fn layer(
         &self,
         job: LayerJob,
-        client: Arc<RegistryClient>,
+        sources: Arc<Sources>,
         sink: Arc<dyn SnapshotSink>,
     ) -> Result<bool, PullError> {
         let lock = {
@@ -436,7 +448,7 @@ impl Puller {
             locks.entry(job.chain_id.clone()).or_default().clone()
         };
         let guard = lock.lock().await;
-        let result = self.layer_locked(&job, &client, &sink).await;
+        let result = self.layer_locked(&job, &sources, &sink).await;
         drop(guard);
         // Forget the lock once nobody else waits on it.
         let mut locks = self
@@ -452,7 +464,7 @@ impl Puller {
     async fn layer_locked(
         &self,
         job: &LayerJob,
-        client: &RegistryClient,
+        sources: &Sources,
         sink: &Arc<dyn SnapshotSink>,
     ) -> Result<bool, PullError> {
         let store_err = |what: String, source| PullError::Store {
@@ -478,7 +490,7 @@ impl Puller {
                 store_err("download slot".into(), "download semaphore closed".into())
             })?;
         self.total_downloads.fetch_add(1, Ordering::Relaxed);
-        let stream = client
+        let stream = sources
             .blob_stream(&job.digest)
             .await
             .map_err(|source| PullError::Fetch {
@@ -528,6 +540,78 @@ impl Puller {
         }
         debug!(layer = %job.digest, chain_id = %job.chain_id, bytes = stats.unpacked_bytes, "layer unpacked");
         Ok(true)
+    }
+}
+
+/// The endpoints content is fetched from: the one that resolved the
+/// reference first, then the other usable ones, tried in turn on failure.
+/// A layer whose stream breaks mid-way is not retried elsewhere (its partial
+/// snapshot is discarded and the pull fails; a retry starts it afresh).
+struct Sources {
+    clients: Vec<RegistryClient>,
+}
+
+impl Sources {
+    fn first_url(&self) -> String {
+        self.clients
+            .first()
+            .map(|c| c.endpoint().base_url())
+            .unwrap_or_default()
+    }
+
+    async fn manifest(
+        &self,
+        digest: &str,
+    ) -> Result<crate::registry::FetchedDocument, RegistryError> {
+        let mut last = None;
+        for c in &self.clients {
+            match c.fetch_manifest(digest).await {
+                Ok(d) => return Ok(d),
+                Err(e) => last = Some(self.failed(c, digest, e)),
+            }
+        }
+        Err(last.unwrap_or(RegistryError::NotFound {
+            url: digest.to_string(),
+        }))
+    }
+
+    async fn blob_bytes(&self, digest: &str) -> Result<Bytes, RegistryError> {
+        let mut last = None;
+        for c in &self.clients {
+            match c.fetch_blob_bytes(digest).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(self.failed(c, digest, e)),
+            }
+        }
+        Err(last.unwrap_or(RegistryError::NotFound {
+            url: digest.to_string(),
+        }))
+    }
+
+    async fn blob_stream(
+        &self,
+        digest: &str,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+        RegistryError,
+    > {
+        let mut last = None;
+        for c in &self.clients {
+            match c.blob_stream(digest).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(self.failed(c, digest, e)),
+            }
+        }
+        Err(last.unwrap_or(RegistryError::NotFound {
+            url: digest.to_string(),
+        }))
+    }
+
+    fn failed(&self, c: &RegistryClient, digest: &str, e: RegistryError) -> RegistryError {
+        if self.clients.len() > 1 {
+            warn!(endpoint = %c.endpoint().base_url(), %digest, error = %e, "fetch failed, trying the next endpoint");
+        }
+        e
     }
 }
 

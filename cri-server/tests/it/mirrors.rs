@@ -106,3 +106,37 @@ async fn no_fallback_without_server_and_no_network() {
     assert!(list(&mut d.images).await.is_empty());
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_missing_on_the_first_mirror_is_fetched_from_the_next() {
+    let first = Registry::start().unwrap();
+    let second = Registry::start().unwrap();
+    let img = build_image(&[&[("a", b"a")], &[("b", b"b")]], "", "amd64");
+    push(&first.host(), "lib/app", "v1", &img, None).await;
+    push(&second.host(), "lib/app", "v1", &img, None).await;
+    // The first mirror resolves the tag but has lost a layer blob.
+    let (layer, _) = &img.blobs[1];
+    let digest: berth_image::digest::Digest = layer.parse().unwrap();
+    std::fs::remove_file(berth_test_images::hostile::registry_blob_path(
+        &first.storage_dir(),
+        &digest,
+    ))
+    .unwrap();
+    let dirs = Dirs::new();
+    dirs.hosts_toml(
+        "split.invalid",
+        &format!("[host.\"{}\"]\n[host.\"{}\"]\n", first.url(), second.url()),
+    );
+    dirs.hosts_toml("lossy.invalid", &format!("[host.\"{}\"]\n", first.url()));
+    let mut d = InProc::start(&dirs).await;
+    // Alone, the first mirror cannot serve the image.
+    assert!(pull(&mut d.images, "lossy.invalid/lib/app:v1")
+        .await
+        .is_err());
+    let id = pull(&mut d.images, "split.invalid/lib/app:v1")
+        .await
+        .unwrap();
+    assert_eq!(id, img.config_digest);
+    assert_eq!(dirs.snapshot_dirs(), (2, 0));
+    d.stop().await;
+}
