@@ -126,6 +126,7 @@ impl Container {
                 source: Box::new(source),
             })?;
         cleanup.cgroup = Some(cg.clone());
+        tracing::debug!(id = %opts.id, cgroup = %cg.path().display(), "cgroup created");
 
         let plan = NamespacePlan::from_spec(&loaded.spec);
         let (parent, child) = channel::pair()?;
@@ -165,6 +166,7 @@ impl Container {
         drop(guard);
         drop(child);
         cleanup.child = Some(pid);
+        tracing::debug!(id = %opts.id, %pid, flags = ?plan.clone_flags, "init cloned");
 
         let pid = handshake(&parent, pid, &loaded, &plan, &cg, opts, &mut cleanup)?;
         drop(parent);
@@ -319,6 +321,7 @@ fn handshake(
     loop {
         match chan.recv() {
             Ok(Msg::MountsReady) => {
+                tracing::debug!(id = %opts.id, "rootfs mounted");
                 run_parent_hooks(&opts.id, spec, &loaded.bundle, pid)?;
                 chan.send(&Msg::HooksDone).map_err(|e| child_gone(e, pid))?;
             }
@@ -337,7 +340,10 @@ fn handshake(
                 cleanup.child = Some(pid);
                 chan.send(&Msg::Go).map_err(|e| child_gone(e, pid))?;
             }
-            Ok(Msg::Ready) => return Ok(pid),
+            Ok(Msg::Ready) => {
+                tracing::debug!(id = %opts.id, "init waits on the exec fifo");
+                return Ok(pid);
+            }
             Ok(Msg::Error(text)) => return Err(ContainerError::Child(text)),
             Ok(other) => {
                 return Err(ContainerError::Channel(channel::ChannelError::Unexpected {
