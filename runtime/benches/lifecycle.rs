@@ -14,6 +14,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs;
+use std::io::{Read, Seek};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +43,11 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--bench" => {} // added by `cargo bench`
             "--fix-crun-hugetlb" => fix_crun = true,
-            n => iterations = n.parse().with_context(|| format!("not an iteration count: {n}"))?,
+            n => {
+                iterations = n
+                    .parse()
+                    .with_context(|| format!("not an iteration count: {n}"))?
+            }
         }
     }
     nix::sys::prctl::set_child_subreaper(true).context("PR_SET_CHILD_SUBREAPER")?;
@@ -61,12 +66,20 @@ fn main() -> Result<()> {
         ("runc", which("runc")),
         ("crun", which("crun")),
     ] {
-        let root = tempfile::Builder::new().prefix("berth-bench-root-").tempdir()?;
+        let root = tempfile::Builder::new()
+            .prefix("berth-bench-root-")
+            .tempdir()?;
         let (path, skipped) = match path {
             Some(p) if p.exists() => (p, None),
             _ => (PathBuf::new(), Some("not installed".to_owned())),
         };
-        runtimes.push(Runtime { name, path, root, samples: Vec::new(), skipped });
+        runtimes.push(Runtime {
+            name,
+            path,
+            root,
+            samples: Vec::new(),
+            skipped,
+        });
     }
 
     // One unmeasured run each: warms caches and finds runtimes that cannot run here.
@@ -75,7 +88,9 @@ fn main() -> Result<()> {
             rt.skipped = Some(format!("{e:#}"));
         }
     }
-    println!("{iterations} iterations of create → start → wait → delete (busybox `true`), interleaved");
+    println!(
+        "{iterations} iterations of create → start → wait → delete (busybox `true`), interleaved"
+    );
     for i in 0..iterations {
         for rt in runtimes.iter_mut().filter(|r| r.skipped.is_none()) {
             match lifecycle(rt, bundle.path(), &i.to_string()) {
@@ -95,8 +110,27 @@ fn lifecycle(rt: &Runtime, bundle: &Path, tag: &str) -> Result<Duration> {
     let pid_file = rt.root.path().join(format!("{id}.pid"));
     let t0 = Instant::now();
     let result = (|| {
-        run(rt, &["create", "--bundle", path_str(bundle)?, "--pid-file", path_str(&pid_file)?, &id])?;
-        let pid: i32 = fs::read_to_string(&pid_file)?.trim().parse()?;
+        run(
+            rt,
+            &[
+                "create",
+                "--bundle",
+                path_str(bundle)?,
+                "--pid-file",
+                path_str(&pid_file)?,
+                &id,
+            ],
+        )?;
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .with_context(|| {
+                format!(
+                    "create succeeded but wrote no pid file {}",
+                    pid_file.display()
+                )
+            })?
+            .trim()
+            .parse()
+            .context("pid file content")?;
         run(rt, &["start", &id])?;
         wait_exit(pid)?;
         run(rt, &["delete", &id])
@@ -109,23 +143,28 @@ fn lifecycle(rt: &Runtime, bundle: &Path, tag: &str) -> Result<Duration> {
     result.map(|()| elapsed)
 }
 
+/// Runs one runtime command. Its stderr goes to a file, not a pipe: the
+/// container init inherits it and would keep a pipe open until it exits.
 fn run(rt: &Runtime, args: &[&str]) -> Result<()> {
-    let out = Command::new(&rt.path)
+    let mut err = tempfile::tempfile()?;
+    let status = Command::new(&rt.path)
         .arg("--root")
         .arg(rt.root.path())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(err.try_clone()?)
+        .status()
         .with_context(|| format!("spawning {}", rt.path.display()))?;
-    if !out.status.success() {
+    if !status.success() {
+        let mut msg = String::new();
+        err.seek(std::io::SeekFrom::Start(0))?;
+        err.read_to_string(&mut msg)?;
         bail!(
-            "`{} {}` failed ({}): {}",
+            "`{} {}` failed ({status}): {}",
             rt.name,
             args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            msg.trim()
         );
     }
     Ok(())
@@ -160,19 +199,34 @@ fn report(runtimes: &[Runtime], fixed: bool) {
         .find(|r| r.name == "berth-runtime" && r.skipped.is_none())
         .and_then(median_of);
     println!();
-    println!("{:<14} {:>5} {:>10} {:>10} {:>22}", "runtime", "runs", "median ms", "p90 ms", "berth median / this");
+    println!(
+        "{:<14} {:>5} {:>10} {:>10} {:>22}",
+        "runtime", "runs", "median ms", "p90 ms", "berth median / this"
+    );
     for r in runtimes {
         match (&r.skipped, median_of(r), percentile(&r.samples, 0.9)) {
             (None, Some(med), Some(p90)) => {
                 let ratio = berth.map_or("-".to_owned(), |b| format!("{:.2}", ms(b) / ms(med)));
-                println!("{:<14} {:>5} {:>10.1} {:>10.1} {:>22}", r.name, r.samples.len(), ms(med), ms(p90), ratio);
+                println!(
+                    "{:<14} {:>5} {:>10.1} {:>10.1} {:>22}",
+                    r.name,
+                    r.samples.len(),
+                    ms(med),
+                    ms(p90),
+                    ratio
+                );
             }
             (Some(why), _, _) => println!("{:<14} skipped: {why}", r.name),
             _ => println!("{:<14} no samples", r.name),
         }
     }
     if let Some(crun) = runtimes.iter().find(|r| r.name == "crun") {
-        if crun.skipped.as_deref().is_some_and(|w| w.contains("hybrid")) && !fixed {
+        if crun
+            .skipped
+            .as_deref()
+            .is_some_and(|w| w.contains("hybrid"))
+            && !fixed
+        {
             println!(
                 "\ncrun refuses a hybrid cgroup layout where cgroup2 owns a controller; \
                  rerun with --fix-crun-hugetlb to mount those controllers as v1 hierarchies \
@@ -206,14 +260,16 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().with_context(|| format!("non-UTF-8 path {}", p.display()))
+    p.to_str()
+        .with_context(|| format!("non-UTF-8 path {}", p.display()))
 }
 
 fn build_rootfs(root: &Path) -> Result<()> {
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         fs::create_dir_all(root.join(d))?;
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed (/bin/busybox)")?;
+    fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("busybox-static is needed (/bin/busybox)")?;
     for a in ["sh", "true"] {
         symlink("busybox", root.join("bin").join(a))?;
     }
@@ -255,7 +311,10 @@ fn write_config(bundle: &Path, cgroups_path: &str) -> Result<()> {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     });
-    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
     Ok(())
 }
 
@@ -270,9 +329,18 @@ fn mount_v2_controllers_as_v1() -> Result<()> {
     for c in ctrls.split_whitespace() {
         let dir = Path::new("/sys/fs/cgroup").join(c);
         fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        mount(Some("cgroup"), &dir, Some("cgroup"), MsFlags::empty(), Some(c))
-            .with_context(|| format!("mount cgroup v1 '{c}' on {}", dir.display()))?;
-        println!("--fix-crun-hugetlb: mounted cgroup v1 '{c}' hierarchy at {} (left mounted)", dir.display());
+        mount(
+            Some("cgroup"),
+            &dir,
+            Some("cgroup"),
+            MsFlags::empty(),
+            Some(c),
+        )
+        .with_context(|| format!("mount cgroup v1 '{c}' on {}", dir.display()))?;
+        println!(
+            "--fix-crun-hugetlb: mounted cgroup v1 '{c}' hierarchy at {} (left mounted)",
+            dir.display()
+        );
     }
     Ok(())
 }

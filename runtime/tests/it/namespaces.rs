@@ -136,3 +136,25 @@ fn cgroup_namespace_hides_the_host_cgroup_path() {
         );
     }
 }
+
+/// runtime-spec 1.2 time namespace with offsets (runc 1.1 predates it).
+#[test]
+fn time_namespace_offsets_the_clocks() {
+    let rt = Runtime::under_test();
+    if rt.is_runc() {
+        eprintln!("skipped: runc 1.1 does not implement time namespaces");
+        return;
+    }
+    let year = 365 * 24 * 3600;
+    let mut b = Bundle::new();
+    b.namespace("time", None);
+    b.set(
+        "/linux/timeOffsets",
+        json!({"monotonic": {"secs": year, "nanosecs": 0}, "boottime": {"secs": year, "nanosecs": 0}}),
+    );
+    b.sh("echo up=$(cut -d. -f1 /proc/uptime)");
+    let mut c = Container::new(&rt, "timens", b);
+    let f = c.run_to_exit();
+    let up: i64 = kv(&f.stdout, "up").unwrap().parse().unwrap();
+    assert!(up >= year, "uptime {up}s not offset by a year: {f:?}");
+}
