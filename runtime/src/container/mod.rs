@@ -99,6 +99,13 @@ pub enum ContainerError {
         /// Refused operation.
         op: &'static str,
     },
+    /// The init is gone. The wording matches runc's: containerd looks for
+    /// "container not running" to treat a kill as already done.
+    #[error("container {id}: container not running")]
+    NotRunning {
+        /// Container id.
+        id: String,
+    },
     /// Invalid request.
     #[error("{0}")]
     Invalid(String),
@@ -250,7 +257,9 @@ impl Container {
     pub fn kill(&self, signal: Signal, all: bool) -> Result<(), ContainerError> {
         let status = self.status();
         if status == Status::Stopped && !all {
-            return Err(self.bad_status(status, "kill"));
+            return Err(ContainerError::NotRunning {
+                id: self.state.id.clone(),
+            });
         }
         if all {
             let cg = self.cgroup()?;
@@ -261,8 +270,13 @@ impl Container {
             }
             return cg.kill_all(signal).map_err(|e| self.cg_err(e));
         }
-        nix::sys::signal::kill(Pid::from_raw(self.state.pid), signal)
-            .map_err(|source| ContainerError::Sys { op: "kill", source })
+        match nix::sys::signal::kill(Pid::from_raw(self.state.pid), signal) {
+            Ok(()) => Ok(()),
+            Err(nix::Error::ESRCH) => Err(ContainerError::NotRunning {
+                id: self.state.id.clone(),
+            }),
+            Err(source) => Err(ContainerError::Sys { op: "kill", source }),
+        }
     }
 
     /// Removes the container: with `force` a running one is killed first; a

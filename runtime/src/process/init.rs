@@ -157,10 +157,11 @@ fn init(
         console::attach_slave(&pty.slave)?;
         chan.send(&Msg::Console(pty.master))?;
     }
-    crate::rootfs::finish_rootfs(cfg.spec)?;
+    // Before finish_rootfs: readonlyPaths usually covers /proc/sys.
     if let Some(sysctl) = cfg.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         crate::sysctl::apply(sysctl)?;
     }
+    crate::rootfs::finish_rootfs(cfg.spec)?;
     if !cfg.no_new_keyring {
         join_keyring(cfg.id)?;
     }
