@@ -580,6 +580,7 @@ impl Compressor {
 pub struct LayerWriter {
     tar: tar::Builder<HashWriter<Compressor>>,
     tmp: PathBuf,
+    guard: TmpGuard,
     layout: Layout,
     compression: LayerCompression,
 }
@@ -615,6 +616,7 @@ impl LayerWriter {
         tar.mode(tar::HeaderMode::Complete);
         Ok(LayerWriter {
             tar,
+            guard: TmpGuard(Some(tmp.clone())),
             tmp,
             layout: layout.clone(),
             compression,
@@ -654,6 +656,7 @@ impl LayerWriter {
     /// Finishes the tar, moves the blob into place, returns its descriptor.
     pub fn finish(self) -> Result<BuiltLayer, LayoutError> {
         let tmp = self.tmp;
+        let mut guard = self.guard;
         let inner = self
             .tar
             .into_inner()
@@ -668,6 +671,7 @@ impl LayerWriter {
         let size = blob.bytes;
         let dest = self.layout.blob_path(&digest);
         fs::rename(&tmp, &dest).map_err(io_err("renaming layer", &dest))?;
+        guard.0 = None;
         let media_type = match self.compression {
             LayerCompression::None => "application/vnd.oci.image.layer.v1.tar",
             LayerCompression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -684,6 +688,18 @@ impl LayerWriter {
             diff_id,
             compression: self.compression,
         })
+    }
+}
+
+/// Removes an unfinished layer's temporary file (abandoned or failed builds).
+struct TmpGuard(Option<PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // Best effort: the file may never have been created.
+            let _ = fs::remove_file(p);
+        }
     }
 }
 

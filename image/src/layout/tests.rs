@@ -130,3 +130,58 @@ fn corrupt_blob_is_detected() {
         Err(LayoutError::NotALayout(_))
     ));
 }
+
+/// Throughput probe: `cargo test --release -p berth-image -- --ignored throughput --nocapture`.
+#[test]
+#[ignore]
+fn unpack_throughput() {
+    let a = tempfile::tempdir().unwrap();
+    let layout = Layout::create(a.path()).unwrap();
+    let mut w = layout.layer(LayerCompression::Gzip).unwrap();
+    let mut t = TreeBuilder::new();
+    t.file(
+        "noise",
+        Content::Generated {
+            len: 150 << 20,
+            seed: 7,
+            compressible: false,
+        },
+        0o644,
+    )
+    .file(
+        "zeros",
+        Content::Generated {
+            len: 150 << 20,
+            seed: 0,
+            compressible: true,
+        },
+        0o644,
+    );
+    for i in 0..2000 {
+        t.bytes(&format!("small/{i}"), vec![i as u8; 4096], 0o644);
+    }
+    let start = std::time::Instant::now();
+    t.write_to(&mut w).unwrap();
+    let l = w.finish().unwrap();
+    eprintln!(
+        "build+gzip: {:?} ({} bytes)",
+        start.elapsed(),
+        l.descriptor.size
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let src = LayerSource {
+        digest: &l.descriptor.digest,
+        diff_id: &l.diff_id,
+        media_type: &l.descriptor.media_type,
+        size: Some(l.descriptor.size),
+    };
+    let start = std::time::Instant::now();
+    let blob =
+        std::io::BufReader::with_capacity(1 << 20, layout.open_blob(&l.descriptor.digest).unwrap());
+    let stats = unpack_layer(blob, &src, dest.path(), &UnpackLimits::default()).unwrap();
+    let el = start.elapsed();
+    eprintln!(
+        "unpack: {el:?}, {:.0} MB/s of tar ({stats:?})",
+        stats.unpacked_bytes as f64 / el.as_secs_f64() / 1e6
+    );
+}

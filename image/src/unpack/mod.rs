@@ -245,6 +245,9 @@ pub fn unpack_layer<R: Read>(
         source,
     })?;
 
+    // Buffered so that small tar header reads of an uncompressed layer do
+    // not each become a read of the (possibly channel-fed) source.
+    let blob = io::BufReader::with_capacity(256 * 1024, blob);
     let mut blob_v = VerifyingReader::new(blob, src.digest.clone()).with_size(src.size);
     let mut stats = UnpackStats::default();
     let result = (|| {
