@@ -728,3 +728,19 @@ fn file_under_a_regular_file_is_refused() {
     let (_, reason) = refusal(unpack_tar(&t.build(), &s.root()));
     assert_eq!(reason, Refusal::ParentNotDirectory);
 }
+
+#[test]
+fn pax_uid_gid_beyond_ustar_range_are_applied() {
+    let s = Scratch::new();
+    let mut t = T::new();
+    t.pax(&[("uid", b"3000000"), ("gid", b"3000001")])
+        .file("f", b"x");
+    t.pax(&[("uid", b"5000000000")]).file("too-big", b"x");
+    let (entry, reason) = refusal(unpack_tar(&t.build(), &s.root()));
+    assert_eq!(
+        (entry.as_str(), reason),
+        ("\"too-big\"", Refusal::IdOutOfRange(5_000_000_000))
+    );
+    let m = fs::metadata(s.root().join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (3_000_000, 3_000_001));
+}
