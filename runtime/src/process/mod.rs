@@ -117,3 +117,42 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_skips_repeated_causes() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = InitError::Io {
+            op: "opening",
+            path: "/x".into(),
+            source: io,
+        };
+        let text = error_chain(&e);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.starts_with("opening /x"), "{text}");
+    }
+
+    #[test]
+    fn hook_state_carries_id_pid_bundle_annotations() {
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_str(r#"{"ociVersion":"1.2.0","annotations":{"a":"b"}}"#).unwrap();
+        let st = init::hook_state(
+            "c1",
+            &spec,
+            std::path::Path::new("/b"),
+            Some(42),
+            oci_spec::runtime::ContainerState::Created,
+        );
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["id"], "c1");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["status"], "created");
+        assert_eq!(v["bundle"], "/b");
+        assert_eq!(v["ociVersion"], "1.2.0");
+        assert_eq!(v["annotations"]["a"], "b");
+    }
+}

@@ -60,19 +60,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let logged = cli.log.is_some();
     if cli.systemd_cgroup {
-        return fail(anyhow::anyhow!(
-            "systemd cgroup driver is not supported yet; use cgroupfs"
-        ));
+        return fail(
+            anyhow::anyhow!("systemd cgroup driver is not supported yet; use cgroupfs"),
+            logged,
+        );
     }
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => fail(e),
+        Err(e) => fail(e, logged),
     }
 }
 
-/// Reports a fatal error on stderr and in the log, like runc.
-fn fail(e: anyhow::Error) -> ExitCode {
+/// Reports a fatal error on stderr and, with `--log`, in the log file
+/// (containerd reads the last error line from there), like runc.
+fn fail(e: anyhow::Error, logged: bool) -> ExitCode {
     // Library errors often print their cause inline too; skip repeats.
     let mut msg = String::new();
     for cause in e.chain() {
@@ -85,7 +88,9 @@ fn fail(e: anyhow::Error) -> ExitCode {
         }
         msg.push_str(&s);
     }
-    tracing::error!("{msg}");
+    if logged {
+        tracing::error!("{msg}");
+    }
     eprintln!("berth-runtime: {msg}");
     ExitCode::FAILURE
 }
