@@ -82,6 +82,15 @@ async fn busybox_pushes_and_reads_back() {
     let passwd = std::fs::read_to_string(dest.path().join("etc/passwd")).unwrap();
     assert!(passwd.starts_with("root:x:0:0:"));
 
+    // Path-prefixed repositories (mirror `override_path` layouts) work too.
+    let pause = push_fixture(&reg, &bb.layout, &bb.tag, "registry.k8s.io/pause:3.10")
+        .await
+        .unwrap();
+    let url = format!("{}/v2/registry.k8s.io/pause/manifests/3.10", reg.url());
+    let (status, body, _) = get(&url, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(Digest::of_bytes(&body), pause);
+
     // Pushing again skips existing blobs and yields the same digest.
     let again = push_fixture(&reg, &bb.layout, &bb.tag, "busybox:v2")
         .await
