@@ -42,6 +42,10 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Do not give the container its own session keyring.
     pub no_new_keyring: bool,
+    /// Fds for the init's stdin/stdout/stderr (each >= 3, or equal to its
+    /// target); `None` inherits the caller's. For library callers such as
+    /// a fork server that must not touch their own stdio.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Undoes a half-made container when `create` fails.
@@ -140,6 +144,7 @@ impl Container {
             preserve_fds: opts.preserve_fds,
             no_new_keyring: opts.no_new_keyring,
             no_pivot: opts.no_pivot,
+            stdio: opts.stdio,
         };
         let guard = ParentNsGuard::enter(
             &plan.join_in_parent,

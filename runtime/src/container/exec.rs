@@ -26,6 +26,9 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     /// Number of extra fds (3..3+n) handed to the process.
     pub preserve_fds: u32,
+    /// Fds for the process' stdin/stdout/stderr (each >= 3, or equal to its
+    /// target); `None` inherits the caller's.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// A process started by `exec`; the caller is its parent.
@@ -94,6 +97,7 @@ impl Container {
             personality: linux.and_then(|l| l.personality().as_ref()),
             join: &in_child,
             preserve_fds: opts.preserve_fds,
+            stdio: opts.stdio,
         };
         let cg = self.cgroup()?;
         let (parent, child) = channel::pair()?;

@@ -29,6 +29,8 @@ pub struct ExecConfig<'a> {
     pub join: &'a [(LinuxNamespaceType, PathBuf)],
     /// Extra fds (from 3 up) to pass on.
     pub preserve_fds: u32,
+    /// Fds to install as stdin/stdout/stderr (default: inherited).
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Runs the exec child; never returns.

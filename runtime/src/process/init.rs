@@ -44,6 +44,8 @@ pub struct InitConfig<'a> {
     pub no_new_keyring: bool,
     /// Enter the rootfs with MS_MOVE + chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Fds to install as stdin/stdout/stderr (default: inherited).
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Runs the init sequence in the cloned child; never returns.

@@ -137,6 +137,26 @@ pub fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
     }
 }
 
+/// Installs the caller-provided stdio fds as 0, 1, 2 of this process.
+/// Each fd must be >= 3 or already equal to its target.
+pub fn install_stdio(fds: [RawFd; 3]) -> Result<(), Errno> {
+    for (target, fd) in (0..).zip(fds) {
+        if fd == target {
+            continue;
+        }
+        if fd < 3 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: dup2 with integer fds; an invalid `fd` yields EBADF and
+        // the targets 0-2 are this process' own stdio.
+        let ret = unsafe { libc::dup2(fd, target) };
+        if ret < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
 /// Clears FD_CLOEXEC on `fd` if it is open (preserved fds must survive exec).
 pub fn clear_cloexec(fd: RawFd) -> Result<(), Errno> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an integer fd; a closed fd yields EBADF.
@@ -165,6 +185,26 @@ mod tests {
             CloneResult::Parent(pid) => {
                 let st = nix::sys::wait::waitpid(pid, None).unwrap();
                 assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 7));
+            }
+        }
+    }
+
+    #[test]
+    fn install_stdio_replaces_stdin_in_a_child() {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/proc/version").unwrap();
+        let raw = f.as_raw_fd();
+        match clone_fork(CloneFlags::empty()).unwrap() {
+            CloneResult::Child => {
+                let ok = install_stdio([raw, 1, 2]).is_ok()
+                    && std::fs::read_link("/proc/self/fd/0")
+                        .is_ok_and(|p| p == std::path::Path::new("/proc/version"))
+                    && install_stdio([1, 0, 2]) == Err(Errno::EINVAL);
+                exit_now(if ok { 0 } else { 1 })
+            }
+            CloneResult::Parent(pid) => {
+                let st = nix::sys::wait::waitpid(pid, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 0));
             }
         }
     }

@@ -49,6 +49,7 @@ impl CreateFlags {
             preserve_fds: self.preserve_fds,
             no_pivot: self.no_pivot,
             no_new_keyring: self.no_new_keyring,
+            stdio: None,
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
         console_socket: a.console_socket.clone(),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
+        stdio: None,
     };
     let p = c
         .exec(&opts)
