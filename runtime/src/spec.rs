@@ -153,6 +153,16 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             "a new user namespace needs uidMappings and gidMappings".into(),
         ));
     }
+    // Only namespaced sysctls: a config must never change the host.
+    for key in linux.sysctl().as_ref().into_iter().flat_map(|m| m.keys()) {
+        crate::sysctl::check_allowed(
+            key,
+            seen.contains(&LinuxNamespaceType::Network),
+            seen.contains(&LinuxNamespaceType::Ipc),
+            seen.contains(&LinuxNamespaceType::Uts),
+        )
+        .map_err(|e| SpecError::Invalid(format!("linux.sysctl: {e}")))?;
+    }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
         && !namespaces
             .iter()
@@ -229,6 +239,20 @@ mod tests {
         );
         let e = load_bundle(tmp.path()).unwrap_err();
         assert!(e.to_string().contains("not absolute"), "{e}");
+    }
+
+    #[test]
+    fn rejects_host_wide_sysctl() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_bundle(
+            tmp.path(),
+            &GOOD.replace(
+                r#""namespaces": ["#,
+                r#""sysctl": {"vm.swappiness": "7"}, "namespaces": ["#,
+            ),
+        );
+        let e = load_bundle(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("vm.swappiness"), "{e}");
     }
 
     #[test]

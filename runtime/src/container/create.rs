@@ -254,8 +254,11 @@ impl Container {
     }
 }
 
-/// Reads the init's byte from the exec FIFO, giving up if the init dies.
+/// Reads the init's byte from the exec FIFO, then waits for end-of-file:
+/// the init keeps the write end open (close-on-exec) through the
+/// startContainer hooks until its execve.
 fn wait_fifo_byte(c: &Container, fifo: &OwnedFd) -> Result<(), ContainerError> {
+    let mut got_byte = false;
     loop {
         let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -267,7 +270,8 @@ fn wait_fifo_byte(c: &Container, fifo: &OwnedFd) -> Result<(), ContainerError> {
             Ok(_) => {
                 let mut b = [0u8; 1];
                 match nix::unistd::read(fifo, &mut b) {
-                    Ok(1) => return Ok(()),
+                    Ok(1) => got_byte = true,
+                    Ok(_) if got_byte => return Ok(()),
                     Ok(_) => {
                         return Err(ContainerError::ChildDied(
                             "init closed the exec fifo without starting".into(),

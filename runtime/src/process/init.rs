@@ -192,7 +192,9 @@ fn init(
         .map_err(|e| InitError::sys("prctl(PR_SET_PDEATHSIG)", e))?;
     chan.send(&Msg::Ready)?;
     *chan_slot = None;
-    wait_for_start(&fifo)?;
+    // Kept open (close-on-exec) so `start` sees end-of-file exactly when
+    // the user process has been exec'd, and runs poststart only then.
+    let _started = wait_for_start(&fifo)?;
     drop(fifo);
     run_hooks(
         cfg,
@@ -266,8 +268,9 @@ fn join_keyring(id: &str) -> Result<(), InitError> {
     }
 }
 
-/// Blocks until `start` opens the FIFO for reading, then tells it we go on.
-fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
+/// Blocks until `start` opens the FIFO for reading, then tells it we go on;
+/// returns the write end, which the exec closes.
+fn wait_for_start(fifo: &OwnedFd) -> Result<OwnedFd, InitError> {
     let path = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
     let w = open(&path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
         InitError::Io {
@@ -277,7 +280,7 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
         }
     })?;
     nix::unistd::write(&w, b"0").map_err(|e| InitError::sys("writing the exec fifo", e))?;
-    Ok(())
+    Ok(w)
 }
 
 fn run_hooks(
