@@ -188,6 +188,22 @@ impl Container {
         Ok(ids)
     }
 
+    /// Removes `<root>/<id>` when it holds no state file: what a `create`
+    /// killed before it finished leaves behind (`delete --force` calls it).
+    /// Returns whether something was removed.
+    pub fn remove_leftovers(root: &Path, id: &str) -> Result<bool, ContainerError> {
+        let dir = state::container_dir(root, id)?;
+        if !dir.is_dir() || dir.join(state::STATE_FILE).exists() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(&dir).map_err(|source| ContainerError::Io {
+            op: "removing",
+            path: dir,
+            source,
+        })?;
+        Ok(true)
+    }
+
     /// Container id.
     pub fn id(&self) -> &str {
         &self.state.id
@@ -362,5 +378,29 @@ impl Container {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_without_state_are_removed_and_real_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let stale = state::create_dir(root.path(), "stale").unwrap();
+        std::fs::write(stale.join(state::EXEC_FIFO), "").unwrap();
+        assert!(Container::remove_leftovers(root.path(), "stale").unwrap());
+        assert!(!stale.exists());
+        let real = state::create_dir(root.path(), "real").unwrap();
+        std::fs::write(real.join(state::STATE_FILE), "{}").unwrap();
+        assert!(!Container::remove_leftovers(root.path(), "real").unwrap());
+        assert!(real.exists());
+        assert!(Container::remove_leftovers(root.path(), "../x").is_err());
+        assert_eq!(
+            Container::list(root.path()).unwrap(),
+            vec!["real".to_string()]
+        );
     }
 }

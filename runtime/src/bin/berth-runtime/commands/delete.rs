@@ -21,7 +21,10 @@ pub fn run(root: &Path, a: &Args) -> anyhow::Result<()> {
     let c = match Container::load(root, &a.container_id) {
         Ok(c) => c,
         // runc: deleting a missing container is fine with --force.
-        Err(ContainerError::State(StateError::NotFound { .. })) if a.force => return Ok(()),
+        Err(ContainerError::State(StateError::NotFound { .. })) if a.force => {
+            Container::remove_leftovers(root, &a.container_id)?;
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     c.delete(a.force)
