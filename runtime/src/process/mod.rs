@@ -54,7 +54,7 @@ pub enum InitError {
         #[source]
         source: nix::Error,
     },
-    /// args[0] is not in the container's PATH.
+    /// `args[0]` is not in the container's PATH.
     #[error("exec: {0:?}: executable file not found in $PATH")]
     NotFound(String),
     /// The request cannot be honoured.
