@@ -85,6 +85,7 @@ pub fn before_exec(
             source,
         })?;
     }
+    fix_stdio_owner(p.user().uid(), p.user().gid())?;
     if let Some(caps) = p.capabilities() {
         crate::caps::drop_bounding(caps)?;
     }
@@ -161,6 +162,35 @@ fn set_oom_score_adj(adj: i32) -> Result<(), InitError> {
             source,
         }),
     }
+}
+
+/// Hands stdio (pipes, fifos, the pty) to the container user, so that a
+/// non-root process can reopen /dev/stdout or /proc/self/fd/1. /dev/null
+/// and fds already owned by the user are left alone; filesystems that
+/// refuse the chown are not an error (the fd still works as is).
+fn fix_stdio_owner(uid: u32, gid: u32) -> Result<(), InitError> {
+    use std::os::fd::BorrowedFd;
+    if uid == 0 {
+        return Ok(());
+    }
+    for fd in 0..3 {
+        // SAFETY: 0-2 are this process' stdio for the whole call.
+        let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let st = match nix::sys::stat::fstat(bfd) {
+            Ok(st) => st,
+            Err(nix::Error::EBADF) => continue,
+            Err(e) => return Err(InitError::sys("fstat on stdio", e)),
+        };
+        let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+        if st.st_uid == uid || (is_char && st.st_rdev == libc::makedev(1, 3)) {
+            continue;
+        }
+        match nix::unistd::fchown(bfd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::EPERM | nix::Error::EROFS) => {}
+            Err(e) => return Err(InitError::sys("fchown on stdio", e)),
+        }
+    }
+    Ok(())
 }
 
 /// setgroups + setresgid + setresuid, keeping capabilities across the
