@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use oci_spec::runtime::Spec;
+
+use crate::cgroups::CgroupManager;
 use serde::{Deserialize, Serialize};
 
 /// Name of the state file inside the container's directory.
@@ -101,6 +103,10 @@ pub struct PersistedState {
     pub rootfs: PathBuf,
     /// Cgroup path as given to `CgroupManager::new`.
     pub cgroup_path: PathBuf,
+    /// The resolved cgroup manager: a relative cgroupsPath depends on the
+    /// creating process's own cgroup, so later commands must not re-resolve it.
+    #[serde(default)]
+    pub cgroup: Option<CgroupManager>,
     /// When `create` finished.
     pub created: DateTime<Utc>,
     /// Spec annotations.
@@ -295,6 +301,7 @@ mod tests {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             cgroup_path: "/berth/c1".into(),
+            cgroup: None,
             created: Utc::now(),
             annotations: HashMap::new(),
             namespace_paths: BTreeMap::new(),

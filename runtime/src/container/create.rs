@@ -186,6 +186,7 @@ impl Container {
             bundle: loaded.bundle.clone(),
             rootfs: loaded.rootfs.clone(),
             cgroup_path: cg.path().to_path_buf(),
+            cgroup: Some(cg.clone()),
             created: chrono::Utc::now(),
             annotations: loaded.spec.annotations().clone().unwrap_or_default(),
             namespace_paths: namespaces::paths_of(pid.as_raw()),

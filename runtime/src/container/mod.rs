@@ -248,8 +248,12 @@ impl Container {
         }
     }
 
-    /// The cgroup manager rebuilt from the stored path.
+    /// The cgroup manager as resolved at create time (rebuilt from the stored
+    /// path for state files written before it was kept).
     pub fn cgroup(&self) -> Result<CgroupManager, ContainerError> {
+        if let Some(cg) = &self.state.cgroup {
+            return Ok(cg.clone());
+        }
         CgroupManager::new(Some(&self.state.cgroup_path), &self.state.id)
             .map_err(|e| self.cg_err(e))
     }
