@@ -1,7 +1,7 @@
 //! Lifecycle benchmark: create → start → wait for exit → delete of a busybox
 //! `true` container, interleaved across berth-runtime, runc and crun.
 //!
-//! `cargo bench -p berth-runtime --bench lifecycle -- [ITERATIONS] [--fix-crun-hugetlb]`
+//! `cargo bench -p berth-runtime --bench lifecycle -- [ITERATIONS] [--crun-private-cgroup2] [--fix-crun-hugetlb]`
 //!
 //! berth-runtime is `$BERTH_RUNTIME` or the binary cargo built for this bench
 //! (target/release). A runtime that is not installed, or whose first
@@ -10,6 +10,9 @@
 //! hugetlb); `--fix-crun-hugetlb` mounts each such controller as its own v1
 //! hierarchy first. That mount is left in place on purpose: unmounting leaves
 //! a dangling hierarchy that breaks cgroup lookups of other tools.
+//! `--crun-private-cgroup2` changes nothing on the host instead: each crun
+//! command runs in its own mount namespace without the cgroup2 mount, so crun
+//! sees a plain v1 layout (and, unlike runc and berth, creates no cgroup2 dir).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -30,6 +33,8 @@ const DEFAULT_ITERATIONS: usize = 50;
 
 struct Runtime {
     name: &'static str,
+    /// Run this runtime's commands in a private mount namespace without /sys/fs/cgroup/unified.
+    hide_cgroup2: bool,
     path: PathBuf,
     root: tempfile::TempDir,
     samples: Vec<Duration>,
@@ -39,10 +44,12 @@ struct Runtime {
 fn main() -> Result<()> {
     let mut iterations = DEFAULT_ITERATIONS;
     let mut fix_crun = false;
+    let mut crun_private = false;
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--bench" => {} // added by `cargo bench`
             "--fix-crun-hugetlb" => fix_crun = true,
+            "--crun-private-cgroup2" => crun_private = true,
             n => {
                 iterations = n
                     .parse()
@@ -75,6 +82,7 @@ fn main() -> Result<()> {
         };
         runtimes.push(Runtime {
             name,
+            hide_cgroup2: crun_private && name == "crun",
             path,
             root,
             samples: Vec::new(),
@@ -99,7 +107,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    report(&runtimes, fix_crun);
+    report(&runtimes, fix_crun || crun_private);
     Ok(())
 }
 
@@ -147,7 +155,11 @@ fn lifecycle(rt: &Runtime, bundle: &Path, tag: &str) -> Result<Duration> {
 /// container init inherits it and would keep a pipe open until it exits.
 fn run(rt: &Runtime, args: &[&str]) -> Result<()> {
     let mut err = tempfile::tempfile()?;
-    let status = Command::new(&rt.path)
+    let mut cmd = Command::new(&rt.path);
+    if rt.hide_cgroup2 {
+        hide_cgroup2(&mut cmd);
+    }
+    let status = cmd
         .arg("--root")
         .arg(rt.root.path())
         .args(args)
@@ -228,9 +240,9 @@ fn report(runtimes: &[Runtime], fixed: bool) {
             && !fixed
         {
             println!(
-                "\ncrun refuses a hybrid cgroup layout where cgroup2 owns a controller; \
-                 rerun with --fix-crun-hugetlb to mount those controllers as v1 hierarchies \
-                 (left mounted afterwards)."
+                "\ncrun refuses a hybrid cgroup layout where cgroup2 owns a controller; rerun with \
+                 --crun-private-cgroup2 (crun alone runs without the cgroup2 mount, host unchanged) \
+                 or --fix-crun-hugetlb (mounts those controllers as v1 hierarchies, left mounted)."
             );
         }
     }
@@ -316,6 +328,32 @@ fn write_config(bundle: &Path, cgroups_path: &str) -> Result<()> {
         serde_json::to_vec_pretty(&config)?,
     )?;
     Ok(())
+}
+
+/// Runs the command in a new mount namespace where /sys/fs/cgroup/unified is unmounted.
+fn hide_cgroup2(cmd: &mut Command) {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: this benchmark is single-threaded, so the forked child may
+    // allocate (path conversion) before exec; the calls only change the
+    // child's own mount namespace.
+    unsafe {
+        cmd.pre_exec(|| {
+            unshare(CloneFlags::CLONE_NEWNS)?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None::<&str>,
+            )?;
+            match umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH) {
+                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        });
+    }
 }
 
 /// crun 1.8 workaround: bind every controller cgroup2 owns to its own v1 hierarchy.

@@ -50,6 +50,13 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
         &["bind", "ro"],
     );
     b.mount("/evil2/sub2", "tmpfs", "tmpfs", &["size=1m"]);
+    // A destination climbing out with `..` is clamped at the root as well.
+    b.mount(
+        &format!("/../../../../../..{hp}/dotdot"),
+        "tmpfs",
+        "tmpfs",
+        &["size=1m"],
+    );
     b.sh(&format!(
         "exec 2>&1; cat /proc/self/mountinfo; echo END-MOUNTS; \
          echo via=$(cat /evil/sub/from-source); echo sentinel=$(cat {hp}/sentinel 2>/dev/null || echo none)"
@@ -67,6 +74,7 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
         // Both mounts landed at <rootfs><host path>/..., i.e. <host path> inside the container.
         assert!(mount_at(&mounts, &format!("{hp}/sub")).is_some(), "{s}");
         assert!(mount_at(&mounts, &format!("{hp}/sub2")).is_some(), "{s}");
+        assert!(mount_at(&mounts, &format!("{hp}/dotdot")).is_some(), "{s}");
         assert_eq!(kv(rest, "via").as_deref(), Some("src"), "{s}");
         // The host's sentinel is not visible at that path inside the container.
         assert_eq!(kv(rest, "sentinel").as_deref(), Some("none"), "{s}");
@@ -79,6 +87,37 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
     );
     let host_mounts = crate::support::runner::mounts_containing("self", &hp);
     assert!(host_mounts.is_empty(), "{host_mounts:?}");
+}
+
+/// linux.devices paths go through the same in-root resolution as mounts.
+#[test]
+fn device_paths_through_symlinks_stay_inside_the_rootfs() {
+    let host = victim();
+    let hp = host.path().to_str().unwrap().to_owned();
+    let mut b = Bundle::new();
+    b.rootfs_symlink("/evil", &hp);
+    b.set(
+        "/linux/devices",
+        json!([{"path": "/evil/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}]),
+    );
+    b.sh("echo st=$(stat -c '%F %t:%T' /evil/mynull)");
+    let mut c = Container::new(&Runtime::under_test(), "devlink", b);
+    let out = c.create();
+    if out.success() {
+        assert!(c.start().success());
+        c.wait();
+        assert_eq!(
+            kv(&c.stdout(), "st").as_deref(),
+            Some("character special file 1:3"),
+            "{}",
+            c.stdout()
+        );
+    }
+    assert_eq!(
+        entries(host.path()),
+        ["sentinel"],
+        "a device node was created on the host"
+    );
 }
 
 /// Makes `fd` (opened by the test) appear as `target` in the spawned runtime, without CLOEXEC.
