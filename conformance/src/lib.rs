@@ -1,1 +1,3 @@
 //! End-to-end checks and benchmark drivers that run berth beside the comparison runtimes.
+
+pub mod pull_bench;
