@@ -213,3 +213,45 @@ fn spec_writes_a_config_that_runs() {
         "{v}"
     );
 }
+
+#[test]
+fn log_file_in_json_format() {
+    let c = Container::new(&Runtime::under_test(), "logjson", Bundle::new());
+    let log = c.work().join("runtime.log");
+    let mut cmd = c.command();
+    cmd.arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "state", &c.id]);
+    let out = cmd::run(cmd, CMD_TIMEOUT);
+    assert!(!out.success(), "{out}");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let err = entries
+        .iter()
+        .find(|e| e["level"] == "error")
+        .unwrap_or_else(|| panic!("no error entry in the log: {text:?}"));
+    assert!(
+        err["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{err}"
+    );
+}
+
+#[test]
+fn systemd_cgroup_driver_is_refused_clearly() {
+    let mut b = Bundle::new();
+    b.args(&["true"]);
+    let c = Container::new(&Runtime::under_test(), "systemd", b);
+    c.bundle.write_config();
+    let bundle = c.bundle.path().to_str().unwrap().to_owned();
+    let id = c.id.clone();
+    let out = c.cmd(&["--systemd-cgroup", "create", "--bundle", &bundle, &id]);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("systemd"), "unclear error: {out}");
+    // Nothing may be left half-created.
+    assert!(!c.cmd(&["state", &id]).success());
+}
