@@ -16,7 +16,7 @@ struct Args {
     /// Configuration file (default /etc/berth/config.toml, used when present).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// CRI socket path (default <state>/berth.sock).
+    /// CRI socket path (default STATE/berth.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Persistent data directory (default /var/lib/berth).
