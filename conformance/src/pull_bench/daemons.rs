@@ -184,7 +184,12 @@ pub fn berthd_config(base: &Path, certs_d: &Path, log_level: &str) -> String {
 impl Daemon {
     /// Starts containerd with a private config under `base`.
     pub fn start_containerd(base: &Path, certs_d: &Path) -> Result<Daemon, DaemonError> {
-        mkdirs(&[base, &base.join("cni"), &base.join("root"), &base.join("state")])?;
+        mkdirs(&[
+            base,
+            &base.join("cni"),
+            &base.join("root"),
+            &base.join("state"),
+        ])?;
         let config = base.join("config.toml");
         std::fs::write(&config, containerd_config(base, certs_d)).map_err(prep(&config))?;
         let log = base.join("containerd.log");
@@ -219,8 +224,7 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         mkdirs(&[base])?;
         let config = base.join("config.toml");
-        std::fs::write(&config, berthd_config(base, certs_d, log_level))
-            .map_err(prep(&config))?;
+        std::fs::write(&config, berthd_config(base, certs_d, log_level)).map_err(prep(&config))?;
         let log = base.join("berthd.log");
         let root = base.join("root");
         let state = base.join("state");

@@ -5,9 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_image::layout::{
-    Format, ImageSpec, LayerCompression, Layout, LayoutError, TreeBuilder,
-};
+use berth_image::layout::{Format, ImageSpec, LayerCompression, Layout, LayoutError, TreeBuilder};
 use berth_test_images::fixtures::{busybox_tree, PATH_ENV};
 use berth_test_images::{busybox_layout, push_fixture, Registry};
 
@@ -26,7 +24,7 @@ pub enum ImagesError {
         dir: PathBuf,
         /// The layout error.
         #[source]
-        source: LayoutError,
+        source: Box<LayoutError>,
     },
     /// Building a standard fixture failed.
     #[error("building fixture {image}")]
@@ -35,7 +33,7 @@ pub enum ImagesError {
         image: &'static str,
         /// The fixture error.
         #[source]
-        source: berth_test_images::FixtureError,
+        source: Box<berth_test_images::FixtureError>,
     },
     /// Pushing to the loopback registry failed.
     #[error("pushing {reference} to the loopback registry")]
@@ -44,7 +42,7 @@ pub enum ImagesError {
         reference: String,
         /// The publish error.
         #[source]
-        source: berth_test_images::PublishError,
+        source: Box<berth_test_images::PublishError>,
     },
     /// Writing the hosts.toml directory failed.
     #[error("writing {path}")]
@@ -120,9 +118,30 @@ fn noise(rng: &mut Prng, len: usize) -> Vec<u8> {
 }
 
 const WORDS: &[&str] = &[
-    "request", "handler", "upstream", "cache", "miss", "hit", "session", "tenant", "volume",
-    "snapshot", "layer", "manifest", "digest", "timeout", "retry", "backoff", "kubelet", "pod",
-    "container", "network", "policy", "ingress", "metrics", "latency",
+    "request",
+    "handler",
+    "upstream",
+    "cache",
+    "miss",
+    "hit",
+    "session",
+    "tenant",
+    "volume",
+    "snapshot",
+    "layer",
+    "manifest",
+    "digest",
+    "timeout",
+    "retry",
+    "backoff",
+    "kubelet",
+    "pod",
+    "container",
+    "network",
+    "policy",
+    "ingress",
+    "metrics",
+    "latency",
 ];
 
 /// Log-like text: repetitive structure with varying numbers and words
@@ -178,12 +197,30 @@ fn big_layer_tree(index: usize, layer_mib: u64) -> TreeBuilder {
     let mut rng = Prng(0xB17_0000 + index as u64);
     let mut t = TreeBuilder::new();
     let base = format!("opt/bench/l{index}");
-    t.dir("opt", 0o755).dir("opt/bench", 0o755).dir(&base, 0o755);
+    t.dir("opt", 0o755)
+        .dir("opt/bench", 0o755)
+        .dir(&base, 0o755);
     let pct = |p: usize| total / 100 * p;
-    t.bytes(&format!("{base}/random.bin"), noise(&mut rng, pct(45)), 0o644);
-    t.bytes(&format!("{base}/app.log"), log_text(&mut rng, pct(25)), 0o644);
-    t.bytes(&format!("{base}/disk.img"), sparse(&mut rng, pct(15)), 0o644);
-    t.bytes(&format!("{base}/pattern.bin"), pattern(&mut rng, pct(5)), 0o644);
+    t.bytes(
+        &format!("{base}/random.bin"),
+        noise(&mut rng, pct(45)),
+        0o644,
+    );
+    t.bytes(
+        &format!("{base}/app.log"),
+        log_text(&mut rng, pct(25)),
+        0o644,
+    );
+    t.bytes(
+        &format!("{base}/disk.img"),
+        sparse(&mut rng, pct(15)),
+        0o644,
+    );
+    t.bytes(
+        &format!("{base}/pattern.bin"),
+        pattern(&mut rng, pct(5)),
+        0o644,
+    );
     let small_dir = format!("{base}/src");
     t.dir(&small_dir, 0o755);
     let small_total = total - pct(45) - pct(25) - pct(15) - pct(5);
@@ -193,7 +230,11 @@ fn big_layer_tree(index: usize, layer_mib: u64) -> TreeBuilder {
         if f < 32 {
             t.dir(&sub, 0o755);
         }
-        t.bytes(&format!("{sub}/f{f:05}.txt"), log_text(&mut rng, 4096), 0o644);
+        t.bytes(
+            &format!("{sub}/f{f:05}.txt"),
+            log_text(&mut rng, 4096),
+            0o644,
+        );
     }
     t
 }
@@ -204,7 +245,7 @@ pub fn big_layout(dir: &Path, params: BigImageParams) -> Result<PathBuf, ImagesE
     let ctx = |source| ImagesError::Layout {
         image: "big",
         dir: dir.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let layout = Layout::create(dir).map_err(ctx)?;
     let mut layers = Vec::with_capacity(params.layers);
@@ -214,7 +255,7 @@ pub fn big_layout(dir: &Path, params: BigImageParams) -> Result<PathBuf, ImagesE
             // A real root filesystem at the bottom, like most app images.
             let bb = busybox_tree().map_err(|source| ImagesError::Fixture {
                 image: "busybox",
-                source,
+                source: Box::new(source),
             })?;
             let mut w = layout.layer(LayerCompression::Gzip).map_err(ctx)?;
             bb.write_to(&mut w).map_err(ctx)?;
@@ -225,7 +266,11 @@ pub fn big_layout(dir: &Path, params: BigImageParams) -> Result<PathBuf, ImagesE
             t.write_to(&mut w).map_err(ctx)?;
             layers.push(w.finish().map_err(ctx)?);
         }
-        tracing::info!(layer = i, size = layers[i].descriptor.size, "built big-image layer");
+        tracing::info!(
+            layer = i,
+            size = layers[i].descriptor.size,
+            "built big-image layer"
+        );
     }
     let spec = ImageSpec {
         env: vec![PATH_ENV.to_string()],
@@ -243,7 +288,7 @@ fn compressed_size(layout_dir: &Path, image: &'static str) -> Result<(u64, usize
     let ctx = |source| ImagesError::Layout {
         image,
         dir: layout_dir.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let layout = Layout::open(layout_dir).map_err(ctx)?;
     let top = layout.resolve("latest").map_err(ctx)?;
@@ -261,7 +306,7 @@ pub async fn publish(
 ) -> Result<Vec<BenchImage>, ImagesError> {
     let bb = busybox_layout(&work.join("busybox")).map_err(|source| ImagesError::Fixture {
         image: "busybox",
-        source,
+        source: Box::new(source),
     })?;
     let big_dir = work.join("big");
     let started = std::time::Instant::now();
@@ -277,7 +322,7 @@ pub async fn publish(
             .await
             .map_err(|source| ImagesError::Push {
                 reference: format!("{}/{repo}", registry.host()),
-                source,
+                source: Box::new(source),
             })?;
         let (compressed_bytes, layers) = compressed_size(&layout, "pushed")?;
         out.push(BenchImage {
@@ -342,8 +387,14 @@ mod tests {
         assert!(size > 2 * 400 * 1024, "{size}");
         let again = tempfile::tempdir().unwrap();
         big_layout(&again.path().join("l"), params).unwrap();
-        let a = Layout::open(&dir.path().join("l")).unwrap().resolve("latest").unwrap();
-        let b = Layout::open(&again.path().join("l")).unwrap().resolve("latest").unwrap();
+        let a = Layout::open(&dir.path().join("l"))
+            .unwrap()
+            .resolve("latest")
+            .unwrap();
+        let b = Layout::open(&again.path().join("l"))
+            .unwrap()
+            .resolve("latest")
+            .unwrap();
         assert_eq!(a.digest, b.digest);
     }
 

@@ -154,10 +154,7 @@ pub fn table(series: &[Series], baseline: &str, subject: &str) -> String {
         out,
         "| image | runtime | n | median s | p90 s | min s | max s | MB/s (median) | containerd/berth | peak RSS MB (max) | disk MB after pull |"
     );
-    let _ = writeln!(
-        out,
-        "|---|---|---|---|---|---|---|---|---|---|---|"
-    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for s in series {
         let Some(st) = Stats::of(&s.pulls) else {
             continue;
@@ -293,7 +290,10 @@ mod tests {
             disk_after: vec![],
         };
         let t = table(
-            &[mk("containerd", &[4.0, 4.0, 4.0]), mk("berthd", &[2.0, 2.0, 2.0])],
+            &[
+                mk("containerd", &[4.0, 4.0, 4.0]),
+                mk("berthd", &[2.0, 2.0, 2.0]),
+            ],
             "containerd",
             "berthd",
         );

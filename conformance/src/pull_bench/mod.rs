@@ -243,8 +243,11 @@ async fn run_in(opts: &Options, work: &std::path::Path) -> Result<Report, BenchE
     let certs_d = work.join("certs.d");
     images::write_hosts_dir(&certs_d, &registry.host())?;
 
-    let (ctd, ctd_version) =
-        start_subject(Daemon::start_containerd(&work.join("containerd"), &certs_d)?).await?;
+    let (ctd, ctd_version) = start_subject(Daemon::start_containerd(
+        &work.join("containerd"),
+        &certs_d,
+    )?)
+    .await?;
     let (berth, berth_version) = start_subject(Daemon::start_berthd(
         &opts.berthd,
         &work.join("berthd"),
