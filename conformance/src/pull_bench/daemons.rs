@@ -401,6 +401,28 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn containerd_starts_privately_answers_cri_and_stops_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs.d");
+        std::fs::create_dir_all(&certs).unwrap();
+        let mut d = Daemon::start_containerd(&dir.path().join("ctd"), &certs).unwrap();
+        let mut c = crate::pull_bench::cri::CriClient::new(&d.socket);
+        let v = c.wait_ready(Duration::from_secs(30)).await.unwrap();
+        assert!(v.starts_with("containerd "), "{v}");
+        // Nothing of ours, nothing pulled: an unknown image has no status.
+        assert!(c.status("bench.local/none:1").await.unwrap().is_none());
+        let pid = d.pid().unwrap();
+        d.stop(Duration::from_secs(10)).unwrap();
+        assert!(d.pid().is_none());
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        assert!(mounts_under(dir.path()).is_empty());
+        assert!(dir
+            .path()
+            .join("ctd/root/io.containerd.content.v1.content")
+            .is_dir());
+    }
+
     #[test]
     fn nothing_is_mounted_under_a_fresh_dir() {
         let dir = tempfile::tempdir().unwrap();

@@ -302,3 +302,40 @@ async fn run_in(opts: &Options, work: &std::path::Path) -> Result<Report, BenchE
         kept: None,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The whole benchmark on a tiny image: both daemons pull through the
+    /// mirror, removals really free the data, samples are recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs root, /usr/bin/containerd and a berthd binary in $BERTHD"]
+    async fn tiny_run_measures_both_runtimes() {
+        let berthd = PathBuf::from(std::env::var_os("BERTHD").expect("set BERTHD"));
+        let parent = tempfile::tempdir().unwrap();
+        let opts = Options {
+            iterations: 2,
+            warmup: 0,
+            big: BigImageParams {
+                layers: 2,
+                layer_mib: 2,
+            },
+            berthd,
+            berthd_log_level: "info".to_string(),
+            work_parent: parent.path().to_path_buf(),
+            keep: false,
+        };
+        let report = run(&opts).await.unwrap();
+        assert_eq!(report.series.len(), 4);
+        for s in &report.series {
+            assert_eq!(s.pulls.len(), 2, "{}/{}", s.image, s.runtime);
+            assert!(s.peak_rss.iter().all(|r| *r > 1_000_000));
+            assert!(s.disk_after.iter().all(|d| *d > 1_000_000), "{s:?}");
+        }
+        // The work dir is gone and nothing stayed mounted.
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+        assert!(daemons::mounts_under(parent.path()).is_empty());
+    }
+}
