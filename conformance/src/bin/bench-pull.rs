@@ -107,7 +107,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting tokio")?;
-    let report = rt.block_on(pull_bench::run(&opts))?;
+    // On Ctrl-C/SIGTERM the run future is dropped, which stops both
+    // daemons, unmounts, removes the temp dirs and stops the registry.
+    let report = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = pull_bench::run(&opts) => r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; cleaned up"),
+            _ = term.recv() => bail!("terminated; cleaned up"),
+        }
+    })?;
 
     println!();
     for (name, v) in &report.versions {
