@@ -21,7 +21,7 @@ pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
-pub mod sysctl;
 pub mod state;
+pub mod sysctl;
 
 pub use error::Error;

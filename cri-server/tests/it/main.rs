@@ -8,5 +8,5 @@ mod crash;
 mod fixtures;
 mod images;
 mod mirrors;
-mod tls;
 mod support;
+mod tls;
