@@ -9,7 +9,7 @@ PACKAGES=(
   # run: CNI plugins, iptables for pod networking
   containernetworking-plugins iptables iproute2
   # tests: busybox-static bundles and images, the loopback registry, htpasswd
-  busybox-static docker-registry apache2-utils
+  busybox-static docker-registry apache2-utils openssl ca-certificates
   # comparisons in tests and benchmarks
   runc crun containerd
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install dependencies, build berth in
-# release mode, install its binaries into /usr/local/bin.
+# release mode, install its binaries into /usr/local/bin and start berthd
+# with its embedded defaults (CRI socket unix:///run/berth/berth.sock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,30 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 ./scripts/deps.sh
-cargo build --release --locked
+cargo build --release --locked -p berth-runtime -p berth-cri-server
 install -m 0755 target/release/berth-runtime /usr/local/bin/berth-runtime
-echo "setup: installed berth-runtime to /usr/local/bin"
+install -m 0755 target/release/berthd /usr/local/bin/berthd
+echo "setup: installed berth-runtime and berthd to /usr/local/bin"
+
+# (Re)start berthd so the freshly built binary serves the socket.
+PIDFILE=/run/berth/berthd.pid
+LOG=/var/log/berth/berthd.log
+mkdir -p /run/berth /var/log/berth
+if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  pid=$(cat "$PIDFILE")
+  echo "setup: stopping the running berthd (pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
+# No berthd runs now: a socket left behind by a killed one is stale.
+rm -f /run/berth/berth.sock
+setsid nohup /usr/local/bin/berthd >>"$LOG" 2>&1 </dev/null &
+echo $! >"$PIDFILE"
+for _ in $(seq 100); do [[ -S /run/berth/berth.sock ]] && break; sleep 0.1; done
+if [[ ! -S /run/berth/berth.sock ]] || ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "setup: berthd did not come up; its log ($LOG) ends with:" >&2
+  tail -20 "$LOG" >&2
+  exit 1
+fi
+echo "setup: berthd is serving CRI on unix:///run/berth/berth.sock (pid $(cat "$PIDFILE"), log $LOG)"
+echo "setup: stop it with: kill \$(cat $PIDFILE)"
