@@ -1,5 +1,6 @@
 //! `berthd`: the berth CRI daemon.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,7 +56,9 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
         .with_context(|| format!("invalid log level {:?}", config.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     if config.log_json {
         builder.json().init();
     } else {
