@@ -18,4 +18,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Tests that mount, create cgroups or start a registry serialise themselves
 # where they must; the default parallelism is safe.
-cargo test --workspace --locked 2>&1
+log=$(mktemp /tmp/berth-test.XXXXXX.log)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
