@@ -20,3 +20,4 @@ mod namespaces;
 mod process;
 mod security;
 mod terminal;
+mod tty_relay;

@@ -5,6 +5,7 @@
 
 mod commands;
 mod log;
+mod tty_relay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,7 +5,11 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context as _};
 use berth_runtime::container::{Container, ExecOptions};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, Process};
+
+use crate::tty_relay::{self, ConsoleListener};
 
 /// `exec` arguments.
 #[derive(Debug, clap::Args)]
@@ -13,7 +17,7 @@ pub struct Args {
     /// process.json to run (instead of the command line).
     #[arg(short = 'p', long)]
     pub process: Option<PathBuf>,
-    /// Allocate a pty (needs --console-socket).
+    /// Allocate a pty (relayed here unless --console-socket is given).
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Unix socket receiving the pty master.
@@ -63,9 +67,21 @@ pub struct Args {
 pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
     let c = Container::load(root, &a.container_id)?;
     let process = build_process(&c, a)?;
+    // A terminal without a socket to hand it to: relay it ourselves, like runc.
+    let console = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
+        if a.detach {
+            bail!("{}", tty_relay::DETACH_NEEDS_SOCKET);
+        }
+        Some(ConsoleListener::new()?)
+    } else {
+        None
+    };
     let opts = ExecOptions {
         process,
-        console_socket: a.console_socket.clone(),
+        console_socket: a
+            .console_socket
+            .clone()
+            .or_else(|| console.as_ref().map(|l| l.path().to_path_buf())),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
         stdio: None,
@@ -76,7 +92,24 @@ pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
     if a.detach {
         return Ok(0);
     }
-    Ok(super::exit_byte(p.wait()?))
+    let Some(console) = console else {
+        return Ok(super::exit_byte(p.wait()?));
+    };
+    let pid = Pid::from_raw(p.pid);
+    let relayed = console.receive_master().and_then(|master| {
+        drop(console);
+        let set = tty_relay::block_signals()?;
+        tty_relay::relay(master, pid, &set)
+    });
+    match relayed {
+        Ok(code) => Ok(super::exit_byte(code)),
+        Err(e) => {
+            // Nobody is left to talk to the process: do not leave it behind.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = p.wait();
+            Err(e)
+        }
+    }
 }
 
 fn build_process(c: &Container, a: &Args) -> anyhow::Result<Process> {

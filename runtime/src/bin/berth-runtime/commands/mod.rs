@@ -15,7 +15,10 @@ mod start;
 mod state;
 mod update;
 
+use anyhow::Context as _;
 use clap::Subcommand;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use crate::Cli;
 
@@ -80,4 +83,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
 /// Exit status as a process exit code byte.
 pub fn exit_byte(code: i32) -> u8 {
     u8::try_from(code & 0xff).unwrap_or(1)
+}
+
+/// Exit code once `pid` has exited (128+signal when killed); `None` while it runs.
+pub fn reap(pid: Pid) -> anyhow::Result<Option<i32>> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(128 + sig as i32)),
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e).with_context(|| format!("waitpid {pid}")),
+        }
+    }
 }
