@@ -412,10 +412,16 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
     Ok(())
 }
 
-/// Copies the size of the caller's terminal (first of stdin, stdout,
-/// stderr that is one) to the pty; no terminal, no change.
-fn copy_winsize(master: BorrowedFd<'_>) {
-    let Some((rows, cols)) = [0, 1, 2].into_iter().find_map(winsize_of) else {
+/// (rows, cols) of the caller's terminal: the first of stdin, stdout,
+/// stderr that is one.
+pub fn caller_winsize() -> Option<(u16, u16)> {
+    [0, 1, 2].into_iter().find_map(winsize_of)
+}
+
+/// Copies the size of the caller's terminal to the pty; no terminal, no
+/// change. Done before the process runs too, so it never sees a 0x0 pty.
+pub fn copy_winsize(master: BorrowedFd<'_>) {
+    let Some((rows, cols)) = caller_winsize() else {
         return;
     };
     if let Err(err) = berth_runtime::process::sys::set_winsize(master, rows, cols) {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use berth_runtime::container::{Container, ExecOptions};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Capability, Process};
+use oci_spec::runtime::{BoxBuilder, Capability, Process};
 
 use crate::tty_relay::{self, ConsoleListener};
 
@@ -66,11 +66,20 @@ pub struct Args {
 /// Runs `exec`; the exit code is the process' unless --detach.
 pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
     let c = Container::load(root, &a.container_id)?;
-    let process = build_process(&c, a)?;
+    let mut process = build_process(&c, a)?;
     // A terminal without a socket to hand it to: relay it ourselves, like runc.
     let console = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
         if a.detach {
             bail!("{}", tty_relay::DETACH_NEEDS_SOCKET);
+        }
+        // The process runs before the master reaches us: size the pty upfront.
+        if let Some((rows, cols)) = tty_relay::caller_winsize() {
+            let size = BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build()
+                .context("console size")?;
+            process.set_console_size(Some(size));
         }
         Some(ConsoleListener::new()?)
     } else {

@@ -2,6 +2,7 @@
 //! signals to it, relaying its terminal when there is no --console-socket),
 //! delete the container and exit with its status.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
@@ -62,6 +63,9 @@ pub fn run(root: &Path, a: &Args) -> anyhow::Result<u8> {
         }
     };
     drop(console);
+    if let Some(m) = &master {
+        tty_relay::copy_winsize(m.as_fd());
+    }
     // Blocked only now: the init was cloned with the original mask and the
     // user process must not inherit blocked signals.
     let set = tty_relay::block_signals()?;
