@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod image_service;
 pub mod images;
+pub mod network;
 pub mod runtime_service;
 pub mod server;
 pub mod store;

@@ -8,5 +8,6 @@ mod crash;
 mod fixtures;
 mod images;
 mod mirrors;
+mod network;
 mod support;
 mod tls;
