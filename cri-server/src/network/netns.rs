@@ -58,6 +58,9 @@ pub struct PodNetns {
 
 impl PodNetns {
     /// Creates a new network namespace with `lo` up, pinned at `dir/pod_id`.
+    ///
+    /// Blocks for a thread spawn and join (about a millisecond); async
+    /// callers run it under `tokio::task::spawn_blocking`.
     pub fn create(dir: &Path, pod_id: &str) -> Result<PodNetns, NetnsError> {
         let path = pin_path(dir, pod_id)?;
         std::fs::create_dir_all(dir).map_err(|source| NetnsError::Io {
