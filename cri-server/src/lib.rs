@@ -6,6 +6,7 @@
 //! and [`images::ImageManager`], which knows nothing of tonic.
 
 pub mod config;
+pub mod container_spec;
 pub mod error;
 pub mod image_service;
 pub mod images;

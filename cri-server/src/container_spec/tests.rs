@@ -1,0 +1,484 @@
+//! Whole-spec tests: namespaces, annotations, mounts, devices, privileged.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use berth_proto::cri::{
+    ContainerConfig, ContainerMetadata, Device, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
+    MountPropagation, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+};
+use oci_spec::image::ConfigBuilder;
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType};
+
+use super::*;
+
+struct FakeDevices;
+
+impl DeviceLookup for FakeDevices {
+    fn lookup(&self, path: &Path) -> io::Result<Option<DeviceInfo>> {
+        match path.to_str() {
+            Some("/dev/fuse") => Ok(Some(DeviceInfo {
+                typ: LinuxDeviceType::C,
+                major: 10,
+                minor: 229,
+                file_mode: 0o666,
+                uid: 0,
+                gid: 0,
+            })),
+            Some("/etc/passwd") => Ok(None),
+            _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    fn host_devices(&self) -> io::Result<Vec<(PathBuf, DeviceInfo)>> {
+        Ok(vec![(
+            PathBuf::from("/dev/sda"),
+            DeviceInfo {
+                typ: LinuxDeviceType::B,
+                major: 8,
+                minor: 0,
+                file_mode: 0o660,
+                uid: 0,
+                gid: 6,
+            },
+        )])
+    }
+}
+
+fn pod_facts() -> PodFacts {
+    PodFacts {
+        sandbox_id: "sb1".into(),
+        cgroup_parent: "/kubepods/pod1".into(),
+        netns: Some("/run/berth/netns/sb1".into()),
+        ipc: Some("/proc/10/ns/ipc".into()),
+        uts: Some("/proc/10/ns/uts".into()),
+        pid: Some("/proc/10/ns/pid".into()),
+        hosts_path: Some("/var/lib/berth/pods/sb1/hosts".into()),
+        hostname_path: Some("/var/lib/berth/pods/sb1/hostname".into()),
+        resolv_conf_path: Some("/var/lib/berth/pods/sb1/resolv.conf".into()),
+        shm_path: Some("/run/berth/pods/sb1/shm".into()),
+    }
+}
+
+fn sandbox(privileged: bool) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web".into(),
+            uid: "uid-1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web-host".into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                privileged,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(sc: LinuxContainerSecurityContext) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxContainerConfig {
+            resources: None,
+            security_context: Some(sc),
+        }),
+        ..Default::default()
+    }
+}
+
+fn image_config() -> oci_spec::image::Config {
+    ConfigBuilder::default()
+        .cmd(vec!["/bin/sh".to_string()])
+        .volumes(vec!["/data".to_string(), "/cache/".to_string()])
+        .build()
+        .unwrap()
+}
+
+fn build(
+    config: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+    pod: &PodFacts,
+    options: &RuntimeOptions,
+) -> Result<BuiltContainerSpec, SpecBuildError> {
+    let image = image_config();
+    let users = UserDb::parse("root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
+    build_container_spec(&ContainerSpecInput {
+        container_id: "c1",
+        config,
+        sandbox_config: sandbox,
+        image_config: Some(&image),
+        image_name: "docker.io/library/busybox:latest",
+        rootfs: Path::new("/var/lib/berth/rootfs/c1"),
+        volumes_dir: Path::new("/var/lib/berth/volumes/c1"),
+        users: &users,
+        pod,
+        target_pid_ns: Some(Path::new("/proc/20/ns/pid")),
+        devices: &FakeDevices,
+        options,
+    })
+}
+
+fn ns_of(b: &BuiltContainerSpec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
+    b.spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|n| (n.typ(), n.path().clone()))
+        .collect()
+}
+
+fn mount_opts(b: &BuiltContainerSpec, dest: &str) -> Option<Vec<String>> {
+    b.spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new(dest))
+        .map(|m| m.options().clone().unwrap_or_default())
+}
+
+#[test]
+fn basic_spec() {
+    let b = build(
+        &container(Default::default()),
+        &sandbox(false),
+        &pod_facts(),
+        &RuntimeOptions::default(),
+    )
+    .unwrap();
+    let spec = &b.spec;
+    let process = spec.process().as_ref().unwrap();
+    assert_eq!(process.args().clone().unwrap(), vec!["/bin/sh"]);
+    assert_eq!(spec.hostname().as_deref(), Some("web-host"));
+    let linux = spec.linux().as_ref().unwrap();
+    assert_eq!(
+        linux.cgroups_path().as_deref(),
+        Some(Path::new("/kubepods/pod1/c1"))
+    );
+    let ann = spec.annotations().clone().unwrap();
+    assert_eq!(ann[annotations::CONTAINER_TYPE], "container");
+    assert_eq!(ann[annotations::CONTAINER_NAME], "app");
+    assert_eq!(ann[annotations::SANDBOX_ID], "sb1");
+    assert_eq!(ann[annotations::SANDBOX_NAME], "web");
+    assert_eq!(
+        ann[annotations::IMAGE_NAME],
+        "docker.io/library/busybox:latest"
+    );
+    assert_eq!(mount_opts(&b, "/sys").unwrap().last().unwrap(), "ro");
+    assert_eq!(
+        mount_opts(&b, "/etc/hosts").unwrap(),
+        vec!["rbind", "rprivate", "rw"]
+    );
+    assert!(mount_opts(&b, "/dev/shm").is_some());
+    // Both image volumes are anonymous volumes.
+    assert_eq!(b.anonymous_volumes.len(), 2);
+    assert_eq!(b.anonymous_volumes[1].container_path, Path::new("/cache"));
+    // Not privileged: deny-all device rule first, the default seccomp profile.
+    let rules = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .clone()
+        .unwrap();
+    assert!(!rules[0].allow());
+    assert!(linux.seccomp().is_none(), "no seccomp field: unconfined");
+}
+
+#[test]
+fn namespace_modes() {
+    let opts = RuntimeOptions::default();
+    let with = |pid: NamespaceMode, net: NamespaceMode, ipc: NamespaceMode| {
+        container(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: pid as i32,
+                network: net as i32,
+                ipc: ipc as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    let b = build(
+        &with(
+            NamespaceMode::Container,
+            NamespaceMode::Pod,
+            NamespaceMode::Pod,
+        ),
+        &sandbox(false),
+        &pod_facts(),
+        &opts,
+    )
+    .unwrap();
+    let ns = ns_of(&b);
+    assert!(ns.contains(&(LinuxNamespaceType::Pid, None)));
+    assert!(ns.contains(&(LinuxNamespaceType::Mount, None)));
+    assert!(ns.contains(&(
+        LinuxNamespaceType::Network,
+        Some("/run/berth/netns/sb1".into())
+    )));
+    assert!(ns.contains(&(LinuxNamespaceType::Uts, Some("/proc/10/ns/uts".into()))));
+    assert!(!ns.iter().any(|n| n.0 == LinuxNamespaceType::Cgroup));
+
+    let b = build(
+        &with(NamespaceMode::Pod, NamespaceMode::Node, NamespaceMode::Node),
+        &sandbox(false),
+        &pod_facts(),
+        &RuntimeOptions {
+            cgroup_v2: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ns = ns_of(&b);
+    assert!(ns.contains(&(LinuxNamespaceType::Pid, Some("/proc/10/ns/pid".into()))));
+    assert!(ns.contains(&(LinuxNamespaceType::Cgroup, None)));
+    for t in [
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ] {
+        assert!(!ns.iter().any(|n| n.0 == t), "{t:?} is the host's");
+    }
+    assert_eq!(
+        b.spec.hostname(),
+        &None,
+        "no hostname in the host UTS namespace"
+    );
+
+    let b = build(
+        &with(
+            NamespaceMode::Target,
+            NamespaceMode::Pod,
+            NamespaceMode::Pod,
+        ),
+        &sandbox(false),
+        &pod_facts(),
+        &opts,
+    )
+    .unwrap();
+    assert!(ns_of(&b).contains(&(LinuxNamespaceType::Pid, Some("/proc/20/ns/pid".into()))));
+
+    let b = build(
+        &with(NamespaceMode::Node, NamespaceMode::Pod, NamespaceMode::Pod),
+        &sandbox(false),
+        &pod_facts(),
+        &opts,
+    )
+    .unwrap();
+    assert!(!ns_of(&b).iter().any(|n| n.0 == LinuxNamespaceType::Pid));
+
+    let mut pod = pod_facts();
+    pod.pid = None;
+    assert!(matches!(
+        build(
+            &with(NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod),
+            &sandbox(false),
+            &pod,
+            &opts
+        )
+        .unwrap_err(),
+        SpecBuildError::MissingNamespace { .. }
+    ));
+}
+
+#[test]
+fn privileged_container() {
+    let sc = LinuxContainerSecurityContext {
+        privileged: true,
+        masked_paths: vec!["/proc/kcore".into()],
+        readonly_paths: vec!["/proc/sys".into()],
+        ..Default::default()
+    };
+    let err = build(
+        &container(sc.clone()),
+        &sandbox(false),
+        &pod_facts(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SpecBuildError::PrivilegedNotAllowed));
+    let b = build(
+        &container(sc),
+        &sandbox(true),
+        &pod_facts(),
+        &Default::default(),
+    )
+    .unwrap();
+    let linux = b.spec.linux().as_ref().unwrap();
+    assert_eq!(linux.masked_paths().clone().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        linux.readonly_paths().clone().unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(linux.seccomp().is_none());
+    assert_eq!(mount_opts(&b, "/sys").unwrap().last().unwrap(), "rw");
+    let devs = linux.devices().clone().unwrap();
+    assert_eq!(devs[0].path(), Path::new("/dev/sda"));
+    let rules = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .clone()
+        .unwrap();
+    assert!(rules.len() == 1 && rules[0].allow());
+}
+
+#[test]
+fn masked_paths_follow_the_cri() {
+    let sc = LinuxContainerSecurityContext {
+        masked_paths: vec!["/proc/kcore".into()],
+        readonly_paths: vec!["/proc/sys".into()],
+        readonly_rootfs: true,
+        no_new_privs: true,
+        ..Default::default()
+    };
+    let b = build(
+        &container(sc),
+        &sandbox(false),
+        &pod_facts(),
+        &Default::default(),
+    )
+    .unwrap();
+    let linux = b.spec.linux().as_ref().unwrap();
+    assert_eq!(linux.masked_paths().clone().unwrap(), vec!["/proc/kcore"]);
+    assert_eq!(linux.readonly_paths().clone().unwrap(), vec!["/proc/sys"]);
+    assert_eq!(b.spec.root().as_ref().unwrap().readonly(), Some(true));
+    assert_eq!(
+        b.spec.process().as_ref().unwrap().no_new_privileges(),
+        Some(true)
+    );
+    assert_eq!(
+        mount_opts(&b, "/etc/resolv.conf").unwrap().last().unwrap(),
+        "ro"
+    );
+    // procMount Unmasked: the kubelet sends empty lists.
+    let b = build(
+        &container(Default::default()),
+        &sandbox(false),
+        &pod_facts(),
+        &Default::default(),
+    )
+    .unwrap();
+    let linux = b.spec.linux().as_ref().unwrap();
+    assert!(linux.masked_paths().clone().unwrap().is_empty());
+}
+
+#[test]
+fn cri_mounts_devices_and_volumes() {
+    let mut c = container(Default::default());
+    c.mounts = vec![
+        Mount {
+            container_path: "/data/sub".into(),
+            host_path: "/srv/sub".into(),
+            propagation: MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: true,
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/srv/hosts".into(),
+            ..Default::default()
+        },
+    ];
+    c.devices = vec![Device {
+        container_path: "/dev/fuse".into(),
+        host_path: "/dev/fuse".into(),
+        permissions: "rw".into(),
+    }];
+    let b = build(&c, &sandbox(false), &pod_facts(), &Default::default()).unwrap();
+    let mounts = b.spec.mounts().clone().unwrap();
+    let dests: Vec<&Path> = mounts.iter().map(|m| m.destination().as_path()).collect();
+    let pos = |d: &str| dests.iter().position(|x| *x == Path::new(d)).unwrap();
+    assert!(pos("/data") < pos("/data/sub"), "parents first: {dests:?}");
+    assert_eq!(
+        dests
+            .iter()
+            .filter(|d| **d == Path::new("/etc/hosts"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        mounts[pos("/etc/hosts")].source().as_deref(),
+        Some(Path::new("/srv/hosts"))
+    );
+    assert_eq!(
+        b.spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .rootfs_propagation()
+            .as_deref(),
+        Some("rslave")
+    );
+    // /data is a CRI mount, so only /cache is anonymous.
+    assert_eq!(b.anonymous_volumes.len(), 1);
+    assert_eq!(b.host_paths.len(), 3);
+    let linux = b.spec.linux().as_ref().unwrap();
+    let dev = &linux.devices().clone().unwrap()[0];
+    assert_eq!((dev.major(), dev.minor()), (10, 229));
+    let rules = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .clone()
+        .unwrap();
+    assert!(rules[1].allow());
+    assert_eq!(rules[1].access().as_deref(), Some("rw"));
+
+    c.devices[0].host_path = "/etc/passwd".into();
+    assert!(matches!(
+        build(&c, &sandbox(false), &pod_facts(), &Default::default()).unwrap_err(),
+        SpecBuildError::NotADevice { .. }
+    ));
+    c.devices[0].host_path = "/dev/missing".into();
+    assert!(matches!(
+        build(&c, &sandbox(false), &pod_facts(), &Default::default()).unwrap_err(),
+        SpecBuildError::Device { .. }
+    ));
+}
+
+#[test]
+fn spec_serializes_and_seccomp_default_compiles() {
+    let sc = LinuxContainerSecurityContext {
+        seccomp: Some(berth_proto::cri::SecurityProfile {
+            profile_type: berth_proto::cri::security_profile::ProfileType::RuntimeDefault as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let b = build(
+        &container(sc),
+        &sandbox(false),
+        &pod_facts(),
+        &Default::default(),
+    )
+    .unwrap();
+    let seccomp = b.spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
+    berth_runtime::seccomp::compile(&seccomp).unwrap();
+    let json = serde_json::to_string(&b.spec).unwrap();
+    let back: oci_spec::runtime::Spec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, b.spec);
+}
