@@ -52,23 +52,31 @@ fn is_all(name: &str) -> bool {
 /// The capability sets: every capability when privileged, else the default
 /// set with the CRI's adds and drops applied as containerd does (add `ALL`
 /// starts from everything, drop `ALL` from nothing, then named adds and
-/// named drops). Bounding, effective and permitted are equal; nothing is
-/// inheritable (CVE-2022-24769).
+/// named drops). Bounding, effective and permitted are equal. Plain adds are
+/// not made inheritable (CVE-2022-24769); `add_ambient_capabilities` go into
+/// every set including ambient and inheritable (the kernel needs both), as
+/// the CRI defines, unless dropped.
 pub fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
 ) -> Result<LinuxCapabilities, SpecBuildError> {
-    let set = if sc.is_some_and(|s| s.privileged) {
+    let cri = sc.and_then(|s| s.capabilities.as_ref());
+    let (add, drop, ambient_add) = cri
+        .map(|c| {
+            (
+                c.add_capabilities.as_slice(),
+                c.drop_capabilities.as_slice(),
+                c.add_ambient_capabilities.as_slice(),
+            )
+        })
+        .unwrap_or((&[], &[], &[]));
+    let dropped = drop
+        .iter()
+        .filter(|n| !is_all(n))
+        .map(|n| parse_cap(n))
+        .collect::<Result<HashSet<_>, _>>()?;
+    let mut set = if sc.is_some_and(|s| s.privileged) {
         all_capabilities()
     } else {
-        let (add, drop) = sc
-            .and_then(|s| s.capabilities.as_ref())
-            .map(|c| {
-                (
-                    c.add_capabilities.as_slice(),
-                    c.drop_capabilities.as_slice(),
-                )
-            })
-            .unwrap_or((&[], &[]));
         let mut set: HashSet<Capability> = DEFAULT_CAPABILITIES
             .iter()
             .map(|n| parse_cap(n))
@@ -82,17 +90,24 @@ pub fn capabilities(
         for name in add.iter().filter(|n| !is_all(n)) {
             set.insert(parse_cap(name)?);
         }
-        for name in drop.iter().filter(|n| !is_all(n)) {
-            set.remove(&parse_cap(name)?);
-        }
+        set.retain(|c| !dropped.contains(c));
         set
     };
+    let mut ambient = HashSet::new();
+    for name in ambient_add {
+        let cap = parse_cap(name)?;
+        if !dropped.contains(&cap) {
+            ambient.insert(cap);
+            set.insert(cap);
+        }
+    }
+    let ambient = (!ambient.is_empty()).then_some(ambient);
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(set.clone()));
     caps.set_effective(Some(set.clone()));
     caps.set_permitted(Some(set));
-    caps.set_inheritable(None);
-    caps.set_ambient(None);
+    caps.set_inheritable(ambient.clone());
+    caps.set_ambient(ambient);
     Ok(caps)
 }
 
@@ -248,6 +263,19 @@ mod tests {
             capabilities(Some(&sc_with_caps(&["NOT_A_CAP"], &[]))).unwrap_err(),
             SpecBuildError::UnknownCapability { .. }
         ));
+    }
+
+    #[test]
+    fn ambient_capabilities() {
+        let mut sc = sc_with_caps(&[], &["MKNOD"]);
+        sc.capabilities.as_mut().unwrap().add_ambient_capabilities =
+            vec!["NET_ADMIN".into(), "CAP_MKNOD".into()];
+        let c = capabilities(Some(&sc)).unwrap();
+        let only_net_admin: HashSet<_> = [Capability::NetAdmin].into();
+        assert_eq!(c.ambient().clone().unwrap(), only_net_admin);
+        assert_eq!(c.inheritable().clone().unwrap(), only_net_admin);
+        let b = bounding(&c);
+        assert!(b.contains(&Capability::NetAdmin) && !b.contains(&Capability::Mknod));
     }
 
     #[test]
