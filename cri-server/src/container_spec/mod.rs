@@ -190,6 +190,18 @@ pub enum SpecBuildError {
         /// Which namespace.
         what: &'static str,
     },
+    /// The container id cannot name a cgroup below the pod's.
+    #[error("container id {id:?} is not a valid cgroup name")]
+    InvalidContainerId {
+        /// The id.
+        id: String,
+    },
+    /// The pod cgroup parent is a systemd slice; only cgroupfs is supported.
+    #[error("cgroup parent {parent:?} is a systemd slice, but berth uses the cgroupfs driver")]
+    SystemdCgroupParent {
+        /// The parent given by the kubelet.
+        parent: String,
+    },
     /// Pod user namespaces are not implemented by this builder yet.
     #[error("user namespaces (hostUsers: false) are not supported yet")]
     UserNamespaceUnsupported,
@@ -223,7 +235,8 @@ impl SpecBuildError {
 pub struct PodFacts {
     /// The pod sandbox id.
     pub sandbox_id: String,
-    /// The pod's cgroup (cgroupfs path); the container's is `<this>/<id>`.
+    /// The pod's cgroup (cgroupfs path, e.g. `/kubepods/burstable/pod<uid>`);
+    /// the container's is `<this>/<id>`.
     pub cgroup_parent: String,
     /// The pod's network namespace (None with hostNetwork).
     pub netns: Option<PathBuf>,
@@ -239,7 +252,8 @@ pub struct PodFacts {
     pub hostname_path: Option<PathBuf>,
     /// The pod's /etc/resolv.conf file.
     pub resolv_conf_path: Option<PathBuf>,
-    /// The pod's /dev/shm directory (None: the container shares the host's).
+    /// The pod's /dev/shm directory to bind (for hostIPC pods: `/dev/shm`;
+    /// None: a private tmpfs for this container).
     pub shm_path: Option<PathBuf>,
 }
 
@@ -403,6 +417,15 @@ pub fn build_container_spec(
     if config.metadata.is_none() {
         return Err(SpecBuildError::MissingField {
             what: "container metadata",
+        });
+    }
+    let id = input.container_id;
+    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
+        return Err(SpecBuildError::InvalidContainerId { id: id.to_string() });
+    }
+    if input.pod.cgroup_parent.ends_with(".slice") {
+        return Err(SpecBuildError::SystemdCgroupParent {
+            parent: input.pod.cgroup_parent.clone(),
         });
     }
     let slice = |v: Option<&Vec<String>>| v.cloned().unwrap_or_default();

@@ -105,7 +105,8 @@ fn image_config() -> oci_spec::image::Config {
         .unwrap()
 }
 
-fn build(
+fn build_with_id(
+    id: &str,
     config: &ContainerConfig,
     sandbox: &PodSandboxConfig,
     pod: &PodFacts,
@@ -114,7 +115,7 @@ fn build(
     let image = image_config();
     let users = UserDb::parse("root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
     build_container_spec(&ContainerSpecInput {
-        container_id: "c1",
+        container_id: id,
         config,
         sandbox_config: sandbox,
         image_config: Some(&image),
@@ -127,6 +128,15 @@ fn build(
         devices: &FakeDevices,
         options,
     })
+}
+
+fn build(
+    config: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+    pod: &PodFacts,
+    options: &RuntimeOptions,
+) -> Result<BuiltContainerSpec, SpecBuildError> {
+    build_with_id("c1", config, sandbox, pod, options)
 }
 
 fn ns_of(b: &BuiltContainerSpec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
@@ -481,4 +491,22 @@ fn spec_serializes_and_seccomp_default_compiles() {
     let json = serde_json::to_string(&b.spec).unwrap();
     let back: oci_spec::runtime::Spec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, b.spec);
+}
+
+#[test]
+fn cgroup_path_inputs_are_checked() {
+    let c = container(Default::default());
+    let opts = RuntimeOptions::default();
+    for bad in ["", "..", "a/b"] {
+        assert!(matches!(
+            build_with_id(bad, &c, &sandbox(false), &pod_facts(), &opts).unwrap_err(),
+            SpecBuildError::InvalidContainerId { .. }
+        ));
+    }
+    let mut pod = pod_facts();
+    pod.cgroup_parent = "kubepods-burstable-pod1.slice".into();
+    assert!(matches!(
+        build(&c, &sandbox(false), &pod, &opts).unwrap_err(),
+        SpecBuildError::SystemdCgroupParent { .. }
+    ));
 }
