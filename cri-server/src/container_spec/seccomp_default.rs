@@ -309,4 +309,44 @@ mod tests {
             assert!(!prog.uses_notify());
         }
     }
+
+    /// The hostile case: under the default profile without CAP_SYS_ADMIN,
+    /// `unshare` is refused while ordinary programs run. Needs root (to load
+    /// a filter without no_new_privs and to unshare as the control) and
+    /// busybox; the filter lives only on a scratch thread and its children.
+    #[test]
+    fn default_profile_refuses_unshare_for_real() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let busybox = std::path::Path::new("/bin/busybox");
+        if !root || !busybox.exists() {
+            eprintln!("skipped: needs root and /bin/busybox");
+            return;
+        }
+        let run = move |args: &[&str]| {
+            std::process::Command::new(busybox)
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(
+            run(&["unshare", "-u", "true"]),
+            "control: unshare works unfiltered"
+        );
+        let profile = runtime_default_profile(&HashSet::new()).unwrap();
+        let (plain, unshare) = std::thread::spawn(move || {
+            berth_runtime::seccomp::compile(&profile)
+                .unwrap()
+                .load()
+                .unwrap();
+            (run(&["true"]), run(&["unshare", "-u", "true"]))
+        })
+        .join()
+        .unwrap();
+        assert!(plain, "busybox true must run under the default profile");
+        assert!(!unshare, "unshare must be refused without CAP_SYS_ADMIN");
+    }
 }
