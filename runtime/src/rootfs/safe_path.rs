@@ -10,13 +10,13 @@
 //! the operation either (the CVE-2021-30465 class).
 
 use std::collections::VecDeque;
-use std::ffi::{CStr, CString, OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 /// Errors of the safe path resolution helpers.
@@ -95,46 +95,6 @@ fn to_cstring(path: &Path) -> Result<CString, SafePathError> {
     })
 }
 
-/// Raw openat2(2); returns the new fd.
-fn sys_openat2(
-    dirfd: BorrowedFd<'_>,
-    path: &CStr,
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-) -> Result<OwnedFd, Errno> {
-    /// struct open_how from linux/openat2.h (OPEN_HOW_SIZE_VER0).
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let how = OpenHow {
-        flags,
-        mode,
-        resolve,
-    };
-    // SAFETY: `path` is NUL-terminated and outlives the call, `how` is a fully
-    // initialised open_how whose exact size is passed, and `dirfd` is a live fd
-    // borrowed for the duration of the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    let fd = RawFd::try_from(ret).map_err(|_| Errno::EBADF)?;
-    // SAFETY: openat2 succeeded and returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// openat2 with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, O_CLOEXEC always added, EAGAIN/EINTR retried.
 fn openat2_in_root(
     root: BorrowedFd<'_>,
@@ -143,17 +103,13 @@ fn openat2_in_root(
     mode: Mode,
 ) -> Result<OwnedFd, SafePathError> {
     let c_path = to_cstring(path)?;
-    let flags = (flags | OFlag::O_CLOEXEC).bits();
-    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     let mut retries = 0;
     loop {
-        match sys_openat2(
-            root,
-            &c_path,
-            u64::try_from(flags).unwrap_or_default(),
-            u64::from(mode.bits()),
-            resolve,
-        ) {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(mode)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(root, c_path.as_c_str(), how) {
             Ok(fd) => return Ok(fd),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) if retries < MAX_EAGAIN_RETRIES => retries += 1,
