@@ -154,11 +154,7 @@ impl Container {
         let pid = match sys::clone_fork(plan.clone_flags) {
             Ok(sys::CloneResult::Child) => {
                 drop(parent);
-                // A panic must never unwind into the caller's code in the child.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    init::run(&cfg, child)
-                }));
-                sys::exit_now(2)
+                sys::run_child(|| init::run(&cfg, child))
             }
             Ok(sys::CloneResult::Parent(pid)) => pid,
             Err(source) => {

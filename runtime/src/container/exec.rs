@@ -109,10 +109,7 @@ impl Container {
         let pid = match sys::clone_fork(nix::sched::CloneFlags::empty()) {
             Ok(sys::CloneResult::Child) => {
                 drop(parent);
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    exec_child::run(&cfg, child)
-                }));
-                sys::exit_now(2)
+                sys::run_child(|| exec_child::run(&cfg, child))
             }
             Ok(sys::CloneResult::Parent(pid)) => pid,
             Err(source) => {

@@ -45,6 +45,14 @@ pub fn clone_fork(flags: CloneFlags) -> Result<CloneResult, Errno> {
     }
 }
 
+/// Runs the body of a child made by [`clone_fork`] and leaves with
+/// `_exit(2)` if it returns or panics: a child must never unwind or return
+/// into the caller's code, which would run the caller's logic twice.
+pub fn run_child(body: impl FnOnce()) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    exit_now(2)
+}
+
 /// Leaves the process immediately without running atexit handlers or
 /// flushing buffers shared with the parent (what a forked child must do).
 pub fn exit_now(code: i32) -> ! {
