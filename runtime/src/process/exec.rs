@@ -14,7 +14,6 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Proc
 use super::channel::{Channel, Msg};
 use super::setup::{self, Finalize};
 use super::{console, sys, InitError};
-use crate::namespaces;
 
 /// What an exec child needs; built by the parent before the clone.
 #[derive(Debug)]
@@ -51,22 +50,7 @@ fn exec(cfg: &ExecConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| InitError::sys("prctl(PR_SET_DUMPABLE)", e))?;
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
-    let joins = cfg
-        .join
-        .iter()
-        .filter(|(t, p)| !namespaces::is_current(*t, p))
-        .map(|(t, p)| namespaces::open_ns(*t, p))
-        .collect::<Result<Vec<_>, _>>()?;
-    for ns in &joins {
-        namespaces::join(ns)?;
-        if ns.typ == LinuxNamespaceType::User {
-            let (u, g) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
-            nix::unistd::setresgid(g, g, g)
-                .map_err(|e| InitError::sys("setresgid(0) in user namespace", e))?;
-            nix::unistd::setresuid(u, u, u)
-                .map_err(|e| InitError::sys("setresuid(0) in user namespace", e))?;
-        }
-    }
+    super::init::join_namespaces(cfg.join)?;
     if cfg.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().map_err(|e| InitError::sys("setsid", e))?;
         let size = cfg

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{ContainerState, Hook, Spec};
+use oci_spec::runtime::{ContainerState, Hook, LinuxNamespaceType, Spec};
 
 use super::channel::{Channel, Msg};
 use super::setup::{self, Finalize};
@@ -223,22 +223,29 @@ fn become_root() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Joins namespaces by path (user first) and unshares the rest.
-fn enter_namespaces(plan: &NamespacePlan) -> Result<(), InitError> {
+/// Joins the namespaces at `paths` (in order, user first), becoming root of
+/// a joined user namespace right after entering it. Shared by the init and
+/// `exec` children.
+pub(super) fn join_namespaces(paths: &[(LinuxNamespaceType, PathBuf)]) -> Result<(), InitError> {
     // Open every file first: after setns(mnt) the paths would resolve in
     // the other mount namespace.
-    let joins = plan
-        .join_in_child
+    let joins = paths
         .iter()
         .filter(|(t, p)| !namespaces::is_current(*t, p))
         .map(|(t, p)| namespaces::open_ns(*t, p))
         .collect::<Result<Vec<_>, _>>()?;
     for ns in &joins {
         namespaces::join(ns)?;
-        if ns.typ == oci_spec::runtime::LinuxNamespaceType::User {
+        if ns.typ == LinuxNamespaceType::User {
             become_root()?;
         }
     }
+    Ok(())
+}
+
+/// Joins namespaces by path (user first) and unshares the rest.
+fn enter_namespaces(plan: &NamespacePlan) -> Result<(), InitError> {
+    join_namespaces(&plan.join_in_child)?;
     namespaces::unshare(plan.unshare_flags)?;
     Ok(())
 }
