@@ -22,7 +22,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxIdMapping, Mount};
 
-use super::mounts::mount_err;
+use super::mounts::{mount_err, sys_mount_setattr, MountAttr};
 use super::RootfsError;
 
 /// MOUNT_ATTR_IDMAP (linux/mount.h).
@@ -56,41 +56,13 @@ fn sys_set_idmap(
     userns: BorrowedFd<'_>,
     recursive: bool,
 ) -> Result<(), Errno> {
-    /// struct mount_attr from linux/mount.h (MOUNT_ATTR_SIZE_VER0).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     let value = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
         userns_fd: u64::try_from(userns.as_raw_fd()).map_err(|_| Errno::EBADF)?,
     };
-    let mut flags = libc::AT_EMPTY_PATH;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: the empty path is a static NUL-terminated string, `value` is a fully
-    // initialised mount_attr whose exact size is passed, and both fds stay open.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &value as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    sys_mount_setattr(tree, recursive, &value)
 }
 
 /// move_mount(2) of the detached tree onto the inode behind `target` (an fd, no path lookup).

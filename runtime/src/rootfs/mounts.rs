@@ -64,22 +64,30 @@ pub(super) fn mount_err(action: impl Into<String>, target: &Path, source: Errno)
     }
 }
 
-/// The raw mount_setattr(2) call on an fd, recursively.
-fn sys_mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecursiveAttr) -> Result<(), Errno> {
-    /// struct mount_attr from linux/mount.h (MOUNT_ATTR_SIZE_VER0).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
+/// struct mount_attr from linux/mount.h (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+pub(super) struct MountAttr {
+    /// MOUNT_ATTR_* bits to set.
+    pub attr_set: u64,
+    /// MOUNT_ATTR_* bits to clear.
+    pub attr_clr: u64,
+    /// Propagation type (0: unchanged).
+    pub propagation: u64,
+    /// User namespace fd for MOUNT_ATTR_IDMAP.
+    pub userns_fd: u64,
+}
+
+/// The raw mount_setattr(2) call on the mount at `fd`, and every mount
+/// below it when `recursive`.
+pub(super) fn sys_mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    value: &MountAttr,
+) -> Result<(), Errno> {
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
     }
-    let value = MountAttr {
-        attr_set: attr.set,
-        attr_clr: attr.clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
     // SAFETY: the empty path is a NUL-terminated static string, `value` is a fully
     // initialised mount_attr whose exact size is passed, and `fd` stays open for the call.
     let ret = unsafe {
@@ -87,8 +95,8 @@ fn sys_mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecursiveAttr) -> Resul
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &value as *const MountAttr,
+            flags,
+            value as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -108,7 +116,13 @@ pub(super) fn set_recursive_attr(
     if attr.is_empty() {
         return Ok(());
     }
-    sys_mount_setattr_recursive(fd, attr).map_err(|e| match e {
+    let value = MountAttr {
+        attr_set: attr.set,
+        attr_clr: attr.clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    sys_mount_setattr(fd, true, &value).map_err(|e| match e {
         Errno::ENOSYS => RootfsError::Unsupported(format!(
             "recursive mount options on {dest:?} need mount_setattr(2) (Linux 5.12)"
         )),
