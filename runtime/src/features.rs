@@ -177,9 +177,8 @@ fn kernel_has_mount_setattr() -> bool {
     rc == 0 || nix::errno::Errno::last() != nix::errno::Errno::ENOSYS
 }
 
-/// id-mapped mounts need the kernel call and the rootfs code to implement
-/// the `idmap` option; it reports "unsupported" today, so this is false
-/// until it does.
+/// id-mapped mounts need the kernel call and the rootfs code to accept the
+/// `idmap` option.
 fn idmap_supported() -> bool {
     let rootfs_accepts = crate::rootfs::mount_options::parse(&["idmap".to_string()]).is_ok();
     rootfs_accepts && kernel_has_mount_setattr()
