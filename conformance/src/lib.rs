@@ -1,3 +1,5 @@
 //! End-to-end checks and benchmark drivers that run berth beside the comparison runtimes.
 
+pub mod client;
+pub mod harness;
 pub mod pull_bench;
