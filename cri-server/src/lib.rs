@@ -11,6 +11,7 @@ pub mod error;
 pub mod image_service;
 pub mod images;
 pub mod network;
+pub mod pod_files;
 pub mod runtime_service;
 pub mod server;
 pub mod store;

@@ -13,9 +13,11 @@
 mod command;
 mod mounts;
 mod resources;
+pub mod sandbox;
 mod seccomp_default;
 mod security;
 mod user;
+pub mod userns;
 
 #[cfg(test)]
 mod tests;
@@ -23,7 +25,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use berth_proto::cri::{ContainerConfig, NamespaceMode, PodSandboxConfig};
+use berth_proto::cri::{ContainerConfig, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use oci_spec::runtime::{
     Linux, LinuxNamespace, LinuxNamespaceType, LinuxResources, Process, Root, Spec, User,
 };
@@ -32,9 +34,14 @@ use oci_spec::OciSpecError;
 pub use command::{process_args, process_env, working_dir, DEFAULT_PATH_ENV};
 pub use mounts::{AnonymousVolume, DeviceInfo, DeviceLookup, HostDevices};
 pub use resources::linux_resources;
+pub use sandbox::{
+    build_sandbox_spec, pinned_ns_dir, pod_cgroup_parent, pod_facts, pod_namespaces, PodNamespaces,
+    SandboxSpecInput,
+};
 pub use seccomp_default::runtime_default_profile;
 pub use security::{capabilities, seccomp_profile, DEFAULT_CAPABILITIES};
 pub use user::{resolve_user, GroupEntry, PasswdEntry, ResolvedUser, UserDb};
+pub use userns::{pod_user_namespace, PodUserNamespace};
 
 /// Annotation keys containerd sets on every container spec; tools and NRI
 /// plugins read them.
@@ -53,6 +60,8 @@ pub mod annotations {
     pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
     /// The image reference the container was created from.
     pub const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+    /// The pod's log directory (on the sandbox spec).
+    pub const SANDBOX_LOG_DIRECTORY: &str = "io.kubernetes.cri.sandbox-log-directory";
 }
 
 /// Errors from building a container spec. Most are the caller's fault and
@@ -202,9 +211,18 @@ pub enum SpecBuildError {
         /// The parent given by the kubelet.
         parent: String,
     },
-    /// Pod user namespaces are not implemented by this builder yet.
-    #[error("user namespaces (hostUsers: false) are not supported yet")]
-    UserNamespaceUnsupported,
+    /// A user namespace mode the CRI gives no meaning to for pods.
+    #[error("user namespace mode {mode} is not supported (only POD and NODE)")]
+    UnsupportedUserNamespaceMode {
+        /// The mode asked for.
+        mode: &'static str,
+    },
+    /// The user namespace options are malformed.
+    #[error("invalid user namespace options: {reason}")]
+    InvalidUserNamespace {
+        /// What is wrong.
+        reason: String,
+    },
     /// An oci-spec builder refused a value.
     #[error("failed to build the spec's {what}")]
     Build {
@@ -222,10 +240,7 @@ impl SpecBuildError {
     pub fn is_invalid_argument(&self) -> bool {
         !matches!(
             self,
-            Self::Device { .. }
-                | Self::ReadSeccompProfile { .. }
-                | Self::Build { .. }
-                | Self::UserNamespaceUnsupported
+            Self::Device { .. } | Self::ReadSeccompProfile { .. } | Self::Build { .. }
         )
     }
 }
@@ -246,6 +261,8 @@ pub struct PodFacts {
     pub uts: Option<PathBuf>,
     /// The pod's shared PID namespace (for PID mode `POD`).
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (for user namespace mode `POD`).
+    pub user: Option<PathBuf>,
     /// The pod's /etc/hosts file.
     pub hosts_path: Option<PathBuf>,
     /// The pod's /etc/hostname file.
@@ -317,23 +334,22 @@ fn mode(raw: i32) -> NamespaceMode {
     NamespaceMode::try_from(raw).unwrap_or(NamespaceMode::Pod)
 }
 
-fn namespaces(input: &ContainerSpecInput<'_>) -> Result<Vec<LinuxNamespace>, SpecBuildError> {
-    let opts = input
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
-    if let Some(userns) = &opts.userns_options {
-        if mode(userns.mode) != NamespaceMode::Node {
-            return Err(SpecBuildError::UserNamespaceUnsupported);
-        }
-    }
+fn namespaces(
+    input: &ContainerSpecInput<'_>,
+    opts: &NamespaceOption,
+    user: Option<&PodUserNamespace>,
+) -> Result<Vec<LinuxNamespace>, SpecBuildError> {
     let pod = input.pod;
     let need =
         |p: &Option<PathBuf>, what| p.clone().ok_or(SpecBuildError::MissingNamespace { what });
-    let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
+    let mut out = Vec::new();
+    if user.is_some() {
+        out.push(ns(
+            LinuxNamespaceType::User,
+            Some(need(&pod.user, "pod user")?),
+        ));
+    }
+    out.push(ns(LinuxNamespaceType::Mount, None));
     match mode(opts.pid) {
         NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Pod => out.push(ns(
@@ -369,6 +385,20 @@ fn namespaces(input: &ContainerSpecInput<'_>) -> Result<Vec<LinuxNamespace>, Spe
         out.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     Ok(out)
+}
+
+/// Refuses ids that cannot name a cgroup below the parent and systemd-slice
+/// parents (berth drives cgroupfs only).
+pub(crate) fn check_cgroup_names(id: &str, parent: &str) -> Result<(), SpecBuildError> {
+    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
+        return Err(SpecBuildError::InvalidContainerId { id: id.to_string() });
+    }
+    if parent.ends_with(".slice") {
+        return Err(SpecBuildError::SystemdCgroupParent {
+            parent: parent.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn spec_annotations(input: &ContainerSpecInput<'_>) -> HashMap<String, String> {
@@ -419,18 +449,17 @@ pub fn build_container_spec(
             what: "container metadata",
         });
     }
-    let id = input.container_id;
-    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
-        return Err(SpecBuildError::InvalidContainerId { id: id.to_string() });
-    }
-    if input.pod.cgroup_parent.ends_with(".slice") {
-        return Err(SpecBuildError::SystemdCgroupParent {
-            parent: input.pod.cgroup_parent.clone(),
-        });
-    }
+    check_cgroup_names(input.container_id, &input.pod.cgroup_parent)?;
     let slice = |v: Option<&Vec<String>>| v.cloned().unwrap_or_default();
 
-    let namespaces = namespaces(input)?;
+    let ns_opts = sc
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let user_ns = userns::for_container(
+        sc.and_then(|s| s.namespace_options.as_ref()),
+        input.sandbox_config,
+    )?;
+    let namespaces = namespaces(input, &ns_opts, user_ns.as_ref())?;
     let has = |t| namespaces.iter().any(|n| n.typ() == t);
     let own_uts = has(LinuxNamespaceType::Uts);
     let hostname = input.sandbox_config.hostname.clone();
@@ -462,7 +491,7 @@ pub fn build_container_spec(
 
     let caps = capabilities(sc)?;
     let seccomp = seccomp_profile(sc, &caps)?;
-    let mounted = mounts::build_mounts(input, privileged)?;
+    let mounted = mounts::build_mounts(input, privileged, user_ns.as_ref())?;
     let (devices, device_rules) = mounts::devices(input.devices, &config.devices, privileged)?;
 
     let (mut resources, oom_score_adj) = linux_resources(
@@ -486,8 +515,9 @@ pub fn build_container_spec(
     process.set_oom_score_adj(oom_score_adj);
 
     let mut linux = Linux::default();
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    // Joined by path; the mappings are recorded as well (as containerd does).
+    linux.set_uid_mappings(user_ns.as_ref().map(|u| u.uid_mappings.clone()));
+    linux.set_gid_mappings(user_ns.as_ref().map(|u| u.gid_mappings.clone()));
     linux.set_namespaces(Some(namespaces.clone()));
     linux.set_devices(Some(devices));
     linux.set_resources(Some::<LinuxResources>(resources));

@@ -6,8 +6,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use berth_proto::cri::{self, MountPropagation};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxIdMapping, Mount};
 
+use super::userns::{self, PodUserNamespace};
 use super::{ContainerSpecInput, SpecBuildError};
 
 /// An image VOLUME no CRI mount covers: the caller creates `host_path`
@@ -214,8 +215,53 @@ fn propagation_option(raw: i32, container_path: &str) -> Result<&'static str, Sp
     }
 }
 
+/// Id mappings for an id-mapped bind mount.
+type IdMaps = (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>);
+
+/// The id mappings of a CRI mount: its own when the kubelet gives some, else
+/// the pod user namespace's (so on-disk owners keep their ids inside).
+fn mount_id_maps(
+    m: &cri::Mount,
+    pod_userns: Option<&PodUserNamespace>,
+) -> Result<Option<IdMaps>, SpecBuildError> {
+    match (m.uid_mappings.is_empty(), m.gid_mappings.is_empty()) {
+        (true, true) => Ok(pod_userns.map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone()))),
+        (false, false) => {
+            let conv = |maps: &[cri::IdMapping], what| {
+                maps.iter()
+                    .map(|x| userns::oci_mapping(x, what))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Ok(Some((
+                conv(&m.uid_mappings, "mount uid")?,
+                conv(&m.gid_mappings, "mount gid")?,
+            )))
+        }
+        _ => Err(SpecBuildError::InvalidMount {
+            container_path: m.container_path.clone(),
+            reason: "an id-mapped mount needs both uid and gid mappings".into(),
+        }),
+    }
+}
+
+/// Makes `out` an id-mapped bind (`idmap`: the mount itself, not the
+/// submounts an rbind brings along, which may be on filesystems that cannot
+/// be id-mapped).
+fn set_id_maps(out: &mut Mount, maps: Option<IdMaps>) {
+    if let Some((uids, gids)) = maps {
+        let mut options = out.options().clone().unwrap_or_default();
+        options.push("idmap".to_string());
+        out.set_options(Some(options));
+        out.set_uid_mappings(Some(uids));
+        out.set_gid_mappings(Some(gids));
+    }
+}
+
 /// One CRI mount as an OCI bind mount.
-fn cri_mount(m: &cri::Mount) -> Result<Mount, SpecBuildError> {
+fn cri_mount(
+    m: &cri::Mount,
+    pod_userns: Option<&PodUserNamespace>,
+) -> Result<Mount, SpecBuildError> {
     let dest = clean(&m.container_path, "container path")?;
     let src = clean(&m.host_path, "host path")?;
     let propagation = propagation_option(m.propagation, &m.container_path)?;
@@ -225,18 +271,20 @@ fn cri_mount(m: &cri::Mount) -> Result<Mount, SpecBuildError> {
             reason: "recursive read-only needs readonly and private propagation".into(),
         });
     }
-    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() || m.image.is_some() {
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
         return Err(SpecBuildError::InvalidMount {
             container_path: m.container_path.clone(),
-            reason: "idmapped and image mounts are not supported yet".into(),
+            reason: "image volume mounts are not supported".into(),
         });
     }
+    let maps = mount_id_maps(m, pod_userns)?;
     let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
     if m.recursive_read_only {
         options.push("rro");
     }
     let mut out = mount("", "bind", &src, &options);
     out.set_destination(dest);
+    set_id_maps(&mut out, maps);
     Ok(out)
 }
 
@@ -248,6 +296,7 @@ fn covered(dests: &[PathBuf], dest: &Path) -> bool {
 pub(super) fn build_mounts(
     input: &ContainerSpecInput<'_>,
     privileged: bool,
+    pod_userns: Option<&PodUserNamespace>,
 ) -> Result<Mounted, SpecBuildError> {
     let readonly_rootfs = input
         .config
@@ -259,7 +308,7 @@ pub(super) fn build_mounts(
         .config
         .mounts
         .iter()
-        .map(cri_mount)
+        .map(|m| cri_mount(m, pod_userns))
         .collect::<Result<Vec<_>, _>>()?;
     // Parents before children, so a mount below another one stays visible.
     cri_mounts.sort_by_key(|m| m.destination().components().count());
@@ -336,6 +385,10 @@ pub(super) fn build_mounts(
         mounts.push({
             let mut m = mount("", "bind", &host_path, &["rbind", "rprivate", "rw"]);
             m.set_destination(dest.clone());
+            set_id_maps(
+                &mut m,
+                pod_userns.map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone())),
+            );
             m
         });
         anonymous_volumes.push(AnonymousVolume {
@@ -457,7 +510,7 @@ mod tests {
             readonly: true,
             ..Default::default()
         };
-        let out = cri_mount(&m).unwrap();
+        let out = cri_mount(&m, None).unwrap();
         assert_eq!(out.destination(), Path::new("/data/x"));
         assert_eq!(out.source().as_deref(), Some(Path::new("/srv/data")));
         assert_eq!(
@@ -466,21 +519,24 @@ mod tests {
         );
         m.recursive_read_only = true;
         assert_eq!(
-            cri_mount(&m).unwrap().options().clone().unwrap(),
+            cri_mount(&m, None).unwrap().options().clone().unwrap(),
             vec!["rbind", "rprivate", "ro", "rro"]
         );
         m.propagation = MountPropagation::PropagationBidirectional as i32;
-        assert!(cri_mount(&m).is_err(), "rro needs private propagation");
+        assert!(
+            cri_mount(&m, None).is_err(),
+            "rro needs private propagation"
+        );
         m.recursive_read_only = false;
         m.readonly = false;
         assert_eq!(
-            cri_mount(&m).unwrap().options().clone().unwrap(),
+            cri_mount(&m, None).unwrap().options().clone().unwrap(),
             vec!["rbind", "rshared", "rw"]
         );
         m.container_path = "relative".into();
-        assert!(cri_mount(&m).is_err());
+        assert!(cri_mount(&m, None).is_err());
         m.container_path = "/a/../etc".into();
-        assert!(cri_mount(&m).is_err());
+        assert!(cri_mount(&m, None).is_err());
     }
 
     #[test]

@@ -41,47 +41,92 @@ const ALLOWED: &[&str] = &[
     "getgroups", "getgroups32", "getitimer", "getpeername", "getpgid", "getpgrp", "getpid",
     "getppid", "getpriority", "getrandom", "getresgid", "getresgid32", "getresuid", "getresuid32",
     "getrlimit", "getrusage", "getsid", "getsockname", "getsockopt", "gettid", "gettimeofday",
-    "getuid", "getuid32", "getxattr", "inotify_add_watch", "inotify_init", "inotify_init1",
-    "inotify_rm_watch", "io_cancel", "io_destroy", "io_getevents", "io_pgetevents",
-    "io_pgetevents_time64", "io_setup", "io_submit", "ioctl", "ioprio_get", "ioprio_set", "ipc",
-    "kill", "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self", "lchown",
-    "lchown32", "lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr", "_llseek",
-    "lremovexattr", "lseek", "lsetxattr", "lstat", "lstat64", "madvise", "map_shadow_stack",
-    "membarrier", "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat", "mknod",
-    "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr",
-    "mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64", "mq_timedsend",
-    "mq_timedsend_time64", "mq_unlink", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd", "msync",
-    "munlock", "munlockall", "munmap", "nanosleep", "newfstatat", "_newselect", "open", "openat",
-    "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2", "pkey_alloc",
-    "pkey_free", "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl", "pread64", "preadv",
-    "preadv2", "prlimit64", "process_mrelease", "pselect6", "pselect6_time64", "ptrace",
-    "pwrite64", "pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv",
-    "recv", "recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "remap_file_pages",
-    "removexattr", "rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq",
-    "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn",
-    "rt_sigsuspend", "rt_sigtimedwait", "rt_sigtimedwait_time64", "rt_tgsigqueueinfo",
-    "sched_get_priority_max", "sched_get_priority_min", "sched_getaffinity", "sched_getattr",
-    "sched_getparam", "sched_getscheduler", "sched_rr_get_interval",
-    "sched_rr_get_interval_time64", "sched_setaffinity", "sched_setattr", "sched_setparam",
-    "sched_setscheduler", "sched_yield", "seccomp", "select", "semctl", "semget", "semop",
-    "semtimedop", "semtimedop_time64", "send", "sendfile", "sendfile64", "sendmmsg", "sendmsg",
-    "sendto", "set_robust_list", "set_thread_area", "set_tid_address", "setfsgid", "setfsgid32",
-    "setfsuid", "setfsuid32", "setgid", "setgid32", "setgroups", "setgroups32", "setitimer",
-    "setpgid", "setpriority", "setregid", "setregid32", "setresgid", "setresgid32", "setresuid",
-    "setresuid32", "setreuid", "setreuid32", "setrlimit", "setsid", "setsockopt", "setuid",
-    "setuid32", "setxattr", "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack",
-    "signalfd", "signalfd4", "sigprocmask", "sigreturn", "socket", "socketcall", "socketpair",
-    "splice", "stat", "stat64", "statfs", "statfs64", "statx", "symlink", "symlinkat", "sync",
+    "getuid", "getuid32", "getxattr", "getxattrat", "inotify_add_watch", "inotify_init",
+    "inotify_init1", "inotify_rm_watch", "io_cancel", "io_destroy", "io_getevents",
+    "io_pgetevents", "io_pgetevents_time64", "io_setup", "io_submit", "ioctl", "ioprio_get",
+    "ioprio_set", "ipc", "kill", "landlock_add_rule", "landlock_create_ruleset",
+    "landlock_restrict_self", "lchown", "lchown32", "lgetxattr", "link", "linkat", "listen",
+    "listmount", "listxattr", "listxattrat", "llistxattr", "_llseek", "lremovexattr", "lseek",
+    "lsetxattr", "lsm_get_self_attr", "lsm_list_modules", "lsm_set_self_attr", "lstat", "lstat64",
+    "madvise", "map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore",
+    "mkdir", "mkdirat", "mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2",
+    "mprotect", "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive",
+    "mq_timedreceive_time64", "mq_timedsend", "mq_timedsend_time64", "mq_unlink", "mremap",
+    "mseal", "msgctl", "msgget", "msgrcv", "msgsnd", "msync", "munlock", "munlockall", "munmap",
+    "name_to_handle_at", "nanosleep", "newfstatat", "_newselect", "open", "openat", "openat2",
+    "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2", "pkey_alloc", "pkey_free",
+    "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl", "pread64", "preadv", "preadv2",
+    "prlimit64", "process_mrelease", "process_vm_readv", "process_vm_writev", "pselect6",
+    "pselect6_time64", "ptrace", "pwrite64", "pwritev", "pwritev2", "read", "readahead",
+    "readlink", "readlinkat", "readv", "recv", "recvfrom", "recvmmsg", "recvmmsg_time64",
+    "recvmsg", "remap_file_pages", "removexattr", "removexattrat", "rename", "renameat",
+    "renameat2", "restart_syscall", "rmdir", "rseq", "rt_sigaction", "rt_sigpending",
+    "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait",
+    "rt_sigtimedwait_time64", "rt_tgsigqueueinfo", "sched_get_priority_max",
+    "sched_get_priority_min", "sched_getaffinity", "sched_getattr", "sched_getparam",
+    "sched_getscheduler", "sched_rr_get_interval", "sched_rr_get_interval_time64",
+    "sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler", "sched_yield",
+    "seccomp", "select", "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "send",
+    "sendfile", "sendfile64", "sendmmsg", "sendmsg", "sendto", "set_robust_list",
+    "set_thread_area", "set_tid_address", "setfsgid", "setfsgid32", "setfsuid", "setfsuid32",
+    "setgid", "setgid32", "setgroups", "setgroups32", "setitimer", "setpgid", "setpriority",
+    "setregid", "setregid32", "setresgid", "setresgid32", "setresuid", "setresuid32", "setreuid",
+    "setreuid32", "setrlimit", "setsid", "setsockopt", "setuid", "setuid32", "setxattr",
+    "setxattrat", "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd",
+    "signalfd4", "sigprocmask", "sigreturn", "socketcall", "socketpair", "splice", "stat",
+    "stat64", "statfs", "statfs64", "statmount", "statx", "symlink", "symlinkat", "sync",
     "sync_file_range", "syncfs", "sysinfo", "tee", "tgkill", "time", "timer_create",
     "timer_delete", "timer_getoverrun", "timer_gettime", "timer_gettime64", "timer_settime",
     "timer_settime64", "timerfd_create", "timerfd_gettime", "timerfd_gettime64", "timerfd_settime",
     "timerfd_settime64", "times", "tkill", "truncate", "truncate64", "ugetrlimit", "umask",
-    "uname", "unlink", "unlinkat", "utime", "utimensat", "utimensat_time64", "utimes", "vfork",
-    "vmsplice", "wait4", "waitid", "waitpid", "write", "writev",
+    "uname", "unlink", "unlinkat", "uretprobe", "utime", "utimensat", "utimensat_time64", "utimes",
+    "vfork", "vmsplice", "wait4", "waitid", "waitpid", "write", "writev",
 ];
 
-/// x86-only syscalls (allowed on the x86 family of architectures).
-const ALLOWED_X86: &[&str] = &["arch_prctl", "modify_ldt"];
+/// Architecture-specific syscalls every container may make, by Rust's
+/// `target_arch` name.
+const ALLOWED_BY_ARCH: &[(&str, &[&str])] = &[
+    ("x86_64", &["arch_prctl", "modify_ldt"]),
+    ("x86", &["modify_ldt"]),
+    (
+        "aarch64",
+        &[
+            "arm_fadvise64_64",
+            "arm_sync_file_range",
+            "breakpoint",
+            "cacheflush",
+            "set_tls",
+            "sync_file_range2",
+        ],
+    ),
+    (
+        "arm",
+        &[
+            "arm_fadvise64_64",
+            "arm_sync_file_range",
+            "breakpoint",
+            "cacheflush",
+            "set_tls",
+            "sync_file_range2",
+        ],
+    ),
+    ("powerpc64", &["swapcontext", "sync_file_range2"]),
+    (
+        "s390x",
+        &[
+            "s390_pci_mmio_read",
+            "s390_pci_mmio_write",
+            "s390_runtime_instr",
+        ],
+    ),
+    ("riscv64", &["riscv_flush_icache", "riscv_hwprobe"]),
+];
+
+/// Address families `socket(2)` refuses: AF_ALG (38, the kernel crypto API)
+/// and AF_VSOCK (40, host↔guest sockets).
+const AF_ALG: u64 = 38;
+/// See [`AF_ALG`].
+const AF_VSOCK: u64 = 40;
 
 /// Syscalls allowed only with the capability the kernel checks for them.
 const BY_CAPABILITY: &[(Capability, &[&str])] = &[
@@ -101,7 +146,6 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
             "mount",
             "mount_setattr",
             "move_mount",
-            "name_to_handle_at",
             "open_tree",
             "perf_event_open",
             "quotactl",
@@ -130,6 +174,7 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
             "process_madvise",
             "process_vm_readv",
             "process_vm_writev",
+            "ptrace",
         ],
     ),
     (Capability::SysRawio, &["ioperm", "iopl"]),
@@ -153,9 +198,10 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
 ];
 
 /// Namespace-creating clone flags: CLONE_NEWNS | NEWCGROUP | NEWUTS |
-/// NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME (0x80), refused in `clone`
-/// without CAP_SYS_ADMIN.
-const CLONE_NS_FLAGS: u64 = 0x7E02_0080;
+/// NEWIPC | NEWUSER | NEWPID | NEWNET, refused in `clone` without
+/// CAP_SYS_ADMIN (CLONE_NEWTIME shares its bit with the exit signal in
+/// `clone`, so only `clone3`/`unshare` can ask for it, both refused then).
+const CLONE_NS_FLAGS: u64 = 0x7E02_0000;
 
 /// personality(2) values that are harmless: PER_LINUX, UNAME26,
 /// PER_LINUX32, PER_LINUX32|UNAME26 and the query value 0xffffffff.
@@ -207,8 +253,21 @@ fn host_architectures() -> Vec<Arch> {
 pub fn runtime_default_profile(caps: &HashSet<Capability>) -> Result<LinuxSeccomp, SpecBuildError> {
     let allow = LinuxSeccompAction::ScmpActAllow;
     let mut syscalls = vec![rule(ALLOWED, allow, None)];
-    if matches!(std::env::consts::ARCH, "x86_64" | "x86") {
-        syscalls.push(rule(ALLOWED_X86, allow, None));
+    for (arch, names) in ALLOWED_BY_ARCH {
+        if *arch == std::env::consts::ARCH {
+            syscalls.push(rule(names, allow, None));
+        }
+    }
+    // Every family but AF_ALG and AF_VSOCK, as three ranges (one rule each:
+    // conditions within one rule are ANDed).
+    for (value, op) in [
+        (AF_ALG, LinuxSeccompOperator::ScmpCmpLt),
+        (AF_ALG + 1, LinuxSeccompOperator::ScmpCmpEq),
+        (AF_VSOCK, LinuxSeccompOperator::ScmpCmpGt),
+    ] {
+        let mut socket = rule(&["socket"], allow, None);
+        socket.set_args(Some(vec![arg(0, value, None, op)?]));
+        syscalls.push(socket);
     }
     let mut personality = rule(&["personality"], allow, None);
     personality.set_args(Some(
@@ -230,9 +289,15 @@ pub fn runtime_default_profile(caps: &HashSet<Capability>) -> Result<LinuxSeccom
         syscalls.push(rule(&gated, allow, None));
     }
     if !caps.contains(&Capability::SysAdmin) {
+        // s390 passes the stack first and the flags second.
+        let flags_index = if std::env::consts::ARCH == "s390x" {
+            1
+        } else {
+            0
+        };
         let mut clone = rule(&["clone"], allow, None);
         clone.set_args(Some(vec![arg(
-            0,
+            flags_index,
             CLONE_NS_FLAGS,
             Some(0),
             LinuxSeccompOperator::ScmpCmpMaskedEq,

@@ -56,6 +56,7 @@ fn pod_facts() -> PodFacts {
         ipc: Some("/proc/10/ns/ipc".into()),
         uts: Some("/proc/10/ns/uts".into()),
         pid: Some("/proc/10/ns/pid".into()),
+        user: None,
         hosts_path: Some("/var/lib/berth/pods/sb1/hosts".into()),
         hostname_path: Some("/var/lib/berth/pods/sb1/hostname".into()),
         resolv_conf_path: Some("/var/lib/berth/pods/sb1/resolv.conf".into()),
