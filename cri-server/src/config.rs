@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::network::CniConfig;
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
 
@@ -59,6 +61,79 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Layer unpacking limits.
     pub unpack: UnpackConfig,
+    /// Pod networking (CNI).
+    pub cni: CniConfig,
+    /// The streaming server (exec/attach/port-forward).
+    pub streaming: StreamingConfig,
+    /// Pods and containers.
+    pub runtime: RuntimeConfig,
+}
+
+/// `[streaming]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `host:port` the streaming server listens on (port 0: any free port).
+    pub address: String,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1:0".to_string(),
+        }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// cgroupfs parent of pods whose config names none.
+    pub cgroup_parent: String,
+    /// The shim binary; `None`: `berth-shim` next to berthd, else in PATH.
+    pub shim_path: Option<PathBuf>,
+    /// Most bytes ExecSync returns per stream; the rest is dropped.
+    pub exec_sync_max_output: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cgroup_parent: "/berth".to_string(),
+            shim_path: None,
+            exec_sync_max_output: 16 << 20,
+        }
+    }
+}
+
+/// The shim binary's name.
+pub const SHIM_BINARY: &str = "berth-shim";
+
+impl RuntimeConfig {
+    /// The shim to run: the configured path, else `berth-shim` next to the
+    /// running executable, else whatever `berth-shim` PATH finds.
+    pub fn shim_path(&self) -> PathBuf {
+        if let Some(p) = &self.shim_path {
+            return p.clone();
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                let candidate = dir.join(SHIM_BINARY);
+                if candidate.is_file() {
+                    return candidate;
+                }
+                // Test binaries live in target/<profile>/deps.
+                if let Some(up) = dir.parent() {
+                    let candidate = up.join(SHIM_BINARY);
+                    if candidate.is_file() {
+                        return candidate;
+                    }
+                }
+            }
+        }
+        PathBuf::from(SHIM_BINARY)
+    }
 }
 
 /// `[registry]`
@@ -91,6 +166,9 @@ impl Default for Config {
             log_json: false,
             registry: RegistryConfig::default(),
             unpack: UnpackConfig::default(),
+            cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -152,6 +230,20 @@ impl Config {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
+        if !config.runtime.cgroup_parent.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "runtime.cgroup_parent",
+                reason: "must be an absolute cgroupfs path",
+            });
+        }
+        if config.runtime.exec_sync_max_output == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "runtime.exec_sync_max_output",
+                reason: "must be at least 1",
+            });
+        }
         if config.registry.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -198,6 +290,38 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.socket_path(), PathBuf::from("/run/berth/berth.sock"));
         assert_eq!(c.registry.config_path, PathBuf::from("/etc/berth/certs.d"));
+        assert_eq!(c.cni.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            c.cni.bin_dirs,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+        assert_eq!(c.streaming.address, "127.0.0.1:0");
+        assert_eq!(c.runtime.cgroup_parent, "/berth");
+        assert_eq!(c.runtime.exec_sync_max_output, 16 << 20);
+        assert!(c.runtime.shim_path.is_none());
+    }
+
+    #[test]
+    fn pod_sections_parse_and_are_checked() {
+        let c = Config::parse(
+            "[cni]\nconf_dir = \"/c\"\nbin_dirs = [\"/b\"]\n[streaming]\naddress = \"127.0.0.1:1234\"\n\
+             [runtime]\ncgroup_parent = \"/k\"\nshim_path = \"/s\"\nexec_sync_max_output = 10\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.cni.conf_dir, PathBuf::from("/c"));
+        assert_eq!(c.cni.bin_dirs, vec![PathBuf::from("/b")]);
+        assert_eq!(c.streaming.address, "127.0.0.1:1234");
+        assert_eq!(c.runtime.shim_path(), PathBuf::from("/s"));
+        assert_eq!(c.runtime.exec_sync_max_output, 10);
+        assert!(matches!(
+            Config::parse("[runtime]\ncgroup_parent = \"rel\"", Path::new("x")),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[runtime]\nexec_sync_max_output = 0", Path::new("x")),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use berth_image::pull::PullError;
 use berth_image::reference::ReferenceError;
 use berth_image::registry::RegistryError;
 
+use crate::pods::PodError;
 use crate::store::StoreError;
 
 /// Everything a CRI request can fail with.
@@ -34,11 +35,45 @@ pub enum Error {
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
     /// The RPC is not implemented yet.
-    #[error("{rpc} is not implemented yet: berth serves the CRI ImageService only until the pods work lands")]
+    #[error("{rpc} is not implemented yet in berth (exec, attach and port-forward come with the streaming server)")]
     Unimplemented {
         /// The RPC name.
         rpc: &'static str,
     },
+    /// A pod or container operation failed (boxed: it is large).
+    #[error(transparent)]
+    Pods(Box<PodError>),
+}
+
+impl From<PodError> for Error {
+    fn from(err: PodError) -> Self {
+        Error::Pods(Box::new(err))
+    }
+}
+
+fn pod_code(err: &PodError) -> tonic::Code {
+    use containerd_shim_protos::ttrpc::Code as T;
+    use tonic::Code;
+    match err {
+        PodError::NotFound { .. } => Code::NotFound,
+        PodError::AlreadyExists { .. } => Code::AlreadyExists,
+        PodError::InvalidArgument(_) => Code::InvalidArgument,
+        PodError::FailedPrecondition(_) => Code::FailedPrecondition,
+        PodError::Timeout { .. } => Code::DeadlineExceeded,
+        PodError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        PodError::PodFiles(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        PodError::Shim { source, .. } => match source.code() {
+            Some(T::NOT_FOUND) => Code::NotFound,
+            Some(T::ALREADY_EXISTS) => Code::AlreadyExists,
+            Some(T::INVALID_ARGUMENT) => Code::InvalidArgument,
+            Some(T::FAILED_PRECONDITION) => Code::FailedPrecondition,
+            Some(T::UNIMPLEMENTED) => Code::Unimplemented,
+            Some(T::DEADLINE_EXCEEDED) => Code::DeadlineExceeded,
+            _ if source.is_unreachable() => Code::Unavailable,
+            _ => Code::Unknown,
+        },
+        _ => Code::Internal,
+    }
 }
 
 impl From<PullError> for Error {
@@ -83,6 +118,7 @@ impl From<Error> for tonic::Status {
                 _ => tonic::Status::unknown(msg),
             },
             Error::Store(_) | Error::Task(_) => tonic::Status::internal(msg),
+            Error::Pods(p) => tonic::Status::new(pod_code(p), msg),
         }
     }
 }
@@ -105,6 +141,25 @@ mod tests {
         assert!(s
             .message()
             .starts_with("RunPodSandbox is not implemented yet"));
+        let s: tonic::Status = Error::from(PodError::NotFound {
+            kind: "container",
+            id: "x".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::NotFound);
+        let s: tonic::Status = Error::from(PodError::AlreadyExists {
+            kind: "pod sandbox",
+            name: "n".into(),
+            existing: "i".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::AlreadyExists);
+        let s: tonic::Status = Error::from(PodError::Timeout {
+            what: "ExecSync",
+            id: "x".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
         let nf = PullError::NotFound {
             reference: "r".into(),
             source: RegistryError::NotFound { url: "u".into() },

@@ -1,9 +1,11 @@
-//! berthd: the CRI v1 server (ImageService now, RuntimeService with the pods issue).
+//! berthd: the CRI v1 server (ImageService and RuntimeService).
 //!
-//! [`server::Daemon`] opens the store under the root dir, binds the Unix
-//! socket and serves [`image_service::CriImageService`] and
+//! [`server::Daemon`] opens the store under the root dir, reconciles pods
+//! and containers with their shims, binds the Unix socket and serves
+//! [`image_service::CriImageService`] and
 //! [`runtime_service::CriRuntimeService`]; handlers translate between gRPC
-//! and [`images::ImageManager`], which knows nothing of tonic.
+//! and [`images::ImageManager`] / [`pods::PodManager`], which know nothing
+//! of tonic.
 
 pub mod config;
 pub mod container_spec;
@@ -12,6 +14,7 @@ pub mod image_service;
 pub mod images;
 pub mod network;
 pub mod pod_files;
+pub mod pods;
 pub mod runtime_service;
 pub mod server;
 pub mod store;

@@ -1,26 +1,53 @@
-//! CRI RuntimeService: `Version` answers; every other RPC is refused with
-//! `Unimplemented` until the pods work lands.
+//! CRI RuntimeService: handlers decode the request, call [`PodManager`]
+//! and map the result. Exec, Attach and PortForward come with the
+//! streaming work and answer `Unimplemented` until then.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use berth_proto::cri;
 use berth_proto::cri::runtime_service_server::RuntimeService;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use tracing::{info_span, Instrument};
 
 use crate::error::Error;
+use crate::pods::convert;
+use crate::pods::PodManager;
 
 /// The runtime name reported by `Version`.
 pub const RUNTIME_NAME: &str = "berth";
 /// The CRI API version served.
 pub const RUNTIME_API_VERSION: &str = "v1";
 
+/// What berth's runtime handler supports, as `Status` advertises it. Only
+/// what works end to end is claimed: recursive read-only mounts and pod
+/// user namespaces are not wired through the spec builder and shim yet.
+pub const HANDLER_FEATURES: cri::RuntimeHandlerFeatures = cri::RuntimeHandlerFeatures {
+    recursive_read_only_mounts: false,
+    user_namespaces: false,
+};
+
 /// The tonic service.
-#[derive(Debug, Clone, Default)]
-pub struct CriRuntimeService;
+#[derive(Debug, Clone)]
+pub struct CriRuntimeService {
+    pods: Arc<PodManager>,
+}
+
+impl CriRuntimeService {
+    /// A service over `pods`.
+    pub fn new(pods: Arc<PodManager>) -> Self {
+        CriRuntimeService { pods }
+    }
+}
 
 fn unimplemented(rpc: &'static str) -> Status {
     Error::Unimplemented { rpc }.into()
+}
+
+fn status_of(err: crate::pods::PodError) -> Status {
+    Error::from(err).into()
 }
 
 /// The `Version` answer.
@@ -31,6 +58,15 @@ pub fn version() -> cri::VersionResponse {
         runtime_name: RUNTIME_NAME.to_string(),
         runtime_version: env!("CARGO_PKG_VERSION").to_string(),
         runtime_api_version: RUNTIME_API_VERSION.to_string(),
+    }
+}
+
+fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
+    cri::RuntimeCondition {
+        r#type: kind.to_string(),
+        status: ready,
+        reason: reason.to_string(),
+        message: message.to_string(),
     }
 }
 
@@ -50,105 +86,263 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unimplemented("GetContainerEvents"))
+        let rx = self.pods.subscribe_events();
+        // A slow reader that lagged loses events rather than blocking others.
+        let stream = BroadcastStream::new(rx).filter_map(|r| r.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(unimplemented("RunPodSandbox"))
+        let req = request.into_inner();
+        let meta = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.clone())
+            .unwrap_or_default();
+        let span = info_span!("RunPodSandbox", pod_id = tracing::field::Empty, pod = %meta.name, namespace = %meta.namespace, attempt = meta.attempt);
+        async {
+            let config = req.config.ok_or(Error::MissingField { field: "config" })?;
+            let id = self.pods.run_pod(config, &req.runtime_handler).await?;
+            tracing::Span::current().record("pod_id", id.as_str());
+            Ok::<_, Error>(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(unimplemented("StopPodSandbox"))
+        let id = request.into_inner().pod_sandbox_id;
+        let span = info_span!("StopPodSandbox", pod_id = %id);
+        self.pods
+            .stop_pod(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(unimplemented("RemovePodSandbox"))
+        let id = request.into_inner().pod_sandbox_id;
+        let span = info_span!("RemovePodSandbox", pod_id = %id);
+        self.pods
+            .remove_pod(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(unimplemented("PodSandboxStatus"))
+        let req = request.into_inner();
+        let span = info_span!("PodSandboxStatus", pod_id = %req.pod_sandbox_id);
+        async {
+            let pod = self.pods.load_pod(&req.pod_sandbox_id).await?;
+            let containers = self.pods.pod_containers(&pod.id).await?;
+            Ok::<_, crate::pods::PodError>(cri::PodSandboxStatusResponse {
+                status: Some(convert::pod_status(&pod)),
+                info: if req.verbose {
+                    convert::pod_info(&pod)
+                } else {
+                    Default::default()
+                },
+                containers_statuses: containers.iter().map(convert::container_status).collect(),
+                timestamp: crate::pods::now_nanos(),
+            })
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(status_of)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(unimplemented("ListPodSandbox"))
+        let filter = request.into_inner().filter;
+        let span = info_span!("ListPodSandbox");
+        let pods = self
+            .pods
+            .all_pods()
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        let items = pods
+            .iter()
+            .filter(|p| p.rec.state != crate::pods::PodState::Creating)
+            .filter(|p| convert::pod_matches(p, filter.as_ref()))
+            .map(convert::pod_item)
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer"))
+        let req = request.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let span = info_span!("CreateContainer", pod_id = %req.pod_sandbox_id, container = %name);
+        async {
+            let config = req.config.ok_or(Error::MissingField { field: "config" })?;
+            let id = self
+                .pods
+                .create_container(&req.pod_sandbox_id, config)
+                .await?;
+            Ok::<_, Error>(cri::CreateContainerResponse { container_id: id })
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer"))
+        let id = request.into_inner().container_id;
+        let span = info_span!("StartContainer", container_id = %id);
+        self.pods
+            .start_container(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer"))
+        let req = request.into_inner();
+        let span =
+            info_span!("StopContainer", container_id = %req.container_id, timeout = req.timeout);
+        self.pods
+            .stop_container(&req.container_id, req.timeout)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer"))
+        let id = request.into_inner().container_id;
+        let span = info_span!("RemoveContainer", container_id = %id);
+        self.pods
+            .remove_container(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers"))
+        let filter = request.into_inner().filter;
+        let span = info_span!("ListContainers");
+        let all = self
+            .pods
+            .all_containers()
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        let containers = all
+            .iter()
+            .filter(|c| c.rec.state != crate::pods::ContainerState::Unknown)
+            .filter(|c| convert::container_matches(c, filter.as_ref()))
+            .map(convert::container_item)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus"))
+        let req = request.into_inner();
+        let span = info_span!("ContainerStatus", container_id = %req.container_id);
+        let c = self
+            .pods
+            .load_container(&req.container_id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(convert::container_status(&c)),
+            info: if req.verbose {
+                convert::container_info(&c)
+            } else {
+                Default::default()
+            },
+        }))
     }
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented("UpdateContainerResources"))
+        let req = request.into_inner();
+        let span = info_span!("UpdateContainerResources", container_id = %req.container_id);
+        self.pods
+            .update_resources(&req.container_id, req.linux)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog"))
+        let id = request.into_inner().container_id;
+        let span = info_span!("ReopenContainerLog", container_id = %id);
+        self.pods
+            .reopen_log(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync"))
+        let req = request.into_inner();
+        let span = info_span!("ExecSync", container_id = %req.container_id, timeout = req.timeout);
+        let out = self
+            .pods
+            .exec_sync(&req.container_id, req.cmd, req.timeout)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(out.into()))
     }
 
     async fn exec(
@@ -174,44 +368,136 @@ impl RuntimeService for CriRuntimeService {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        let id = request.into_inner().container_id;
+        let span = info_span!("ContainerStats", container_id = %id);
+        let stats = self
+            .pods
+            .container_stats(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        let filter = request.into_inner().filter;
+        let span = info_span!("ListContainerStats");
+        let stats = self
+            .pods
+            .list_container_stats(filter.as_ref())
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        let span = info_span!("PodSandboxStats", pod_id = %id);
+        let stats = self
+            .pods
+            .pod_stats(&id)
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let filter = request.into_inner().filter;
+        let span = info_span!("ListPodSandboxStats");
+        let stats = self
+            .pods
+            .list_pod_stats(filter.as_ref())
+            .instrument(span)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
         &self,
-        _request: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        Err(unimplemented("UpdateRuntimeConfig"))
+        // The pod CIDR lives in the CNI conflist; nothing to update here.
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig: the CNI conflist decides the pod CIDR");
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn status(
         &self,
-        _request: Request<cri::StatusRequest>,
+        request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
-        Err(unimplemented("Status"))
+        let verbose = request.into_inner().verbose;
+        let net = self.pods.network().status();
+        let conditions = vec![
+            condition("RuntimeReady", true, "", ""),
+            condition(
+                "NetworkReady",
+                net.ready(),
+                if net.ready() {
+                    ""
+                } else {
+                    "NetworkPluginNotReady"
+                },
+                net.reason()
+                    .map(|r| format!("Network plugin returns error: {r}"))
+                    .unwrap_or_default()
+                    .as_str(),
+            ),
+        ];
+        let handlers = ["", crate::pods::RUNTIME_HANDLER]
+            .into_iter()
+            .map(|name| cri::RuntimeHandler {
+                name: name.to_string(),
+                features: Some(HANDLER_FEATURES),
+            })
+            .collect();
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let cfg = self.pods.config();
+            let net_cfg = self.pods.network().config();
+            info.insert(
+                "config".to_string(),
+                serde_json::json!({
+                    "shimPath": cfg.shim_path,
+                    "cgroupParent": cfg.cgroup_parent,
+                    "cniConfDir": net_cfg.conf_dir,
+                    "cniBinDirs": net_cfg.bin_dirs,
+                    "execSyncMaxOutput": cfg.exec_sync_max_output,
+                })
+                .to_string(),
+            );
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: handlers,
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
+        }))
     }
 
     async fn checkpoint_container(
@@ -239,38 +525,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        Err(unimplemented("RuntimeConfig"))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn version_answers_and_the_rest_is_unimplemented() {
-        let svc = CriRuntimeService;
-        let v = svc
-            .version(Request::new(cri::VersionRequest::default()))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(v.runtime_name, "berth");
-        assert_eq!(v.runtime_api_version, "v1");
-        let err = svc
-            .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest::default()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unimplemented);
-        assert_eq!(
-            err.message(),
-            "RunPodSandbox is not implemented yet: berth serves the CRI ImageService only until the pods work lands"
-        );
-        let err = svc
-            .status(Request::new(cri::StatusRequest::default()))
-            .await
-            .unwrap_err();
-        assert!(err.message().starts_with("Status is not implemented yet"));
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
     }
 }

@@ -14,6 +14,9 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::image_service::CriImageService;
 use crate::images::ImageManager;
+use crate::network::{default_cache_dir, Network};
+use crate::pods::events::{EventsError, EventsServer};
+use crate::pods::{PodError, PodManager, PodsConfig};
 use crate::runtime_service::CriRuntimeService;
 use crate::store::{Store, StoreError};
 
@@ -59,19 +62,28 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("serving gRPC")]
     Serve(#[from] tonic::transport::Error),
+    /// The shim Events service could not start.
+    #[error("starting the shim events service")]
+    Events(#[from] EventsError),
+    /// Start-up reconciliation of pods and containers failed.
+    #[error("reconciling pods and containers")]
+    Reconcile(#[from] PodError),
 }
 
 /// A daemon whose store is open and socket bound, ready to serve.
 #[derive(Debug)]
 pub struct Daemon {
     images: Arc<ImageManager>,
+    pods: Arc<PodManager>,
+    events: EventsServer,
     listener: UnixListener,
     socket: PathBuf,
 }
 
 impl Daemon {
     /// Creates the directories, opens the store (cleaning leftovers of a
-    /// crash) and binds the socket.
+    /// crash), serves the shim events socket, reconciles pods and
+    /// containers with their shims, and binds the socket.
     pub async fn bind(config: &Config) -> Result<Daemon, ServerError> {
         for dir in [&config.root, &config.state] {
             std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir {
@@ -86,12 +98,26 @@ impl Daemon {
                 path: config.root.clone(),
                 source: std::io::Error::other(e),
             })??;
-        let images = Arc::new(ImageManager::new(config, Arc::new(store)));
+        let store = Arc::new(store);
+        let images = Arc::new(ImageManager::new(config, store.clone()));
         let socket = config.socket_path();
+        // Refuse early when another daemon owns this state dir: starting the
+        // events server or reconciling would disturb its shims.
+        check_socket_free(&socket).await?;
+        let network = Network::new(config.cni.clone(), default_cache_dir(&config.state));
+        let pods = Arc::new(PodManager::new(
+            PodsConfig::from_config(config),
+            store,
+            network,
+        ));
+        let events = EventsServer::start(&pods.config().events_socket()).await?;
+        pods.reconcile().await?;
         let listener = bind_socket(&socket).await?;
         info!(socket = %socket.display(), root = %config.root.display(), "berthd listening");
         Ok(Daemon {
             images,
+            pods,
+            events,
             listener,
             socket,
         })
@@ -100,6 +126,11 @@ impl Daemon {
     /// The image manager (tests read its counters).
     pub fn images(&self) -> &Arc<ImageManager> {
         &self.images
+    }
+
+    /// The pod manager.
+    pub fn pods(&self) -> &Arc<PodManager> {
+        &self.pods
     }
 
     /// The socket path.
@@ -112,7 +143,9 @@ impl Daemon {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let incoming = UnixListenerStream::new(self.listener);
         let result = tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(CriRuntimeService))
+            .add_service(RuntimeServiceServer::new(CriRuntimeService::new(
+                self.pods.clone(),
+            )))
             .add_service(ImageServiceServer::new(CriImageService::new(
                 self.images.clone(),
             )))
@@ -121,9 +154,20 @@ impl Daemon {
         if let Err(err) = std::fs::remove_file(&self.socket) {
             warn!(?err, socket = %self.socket.display(), "cannot remove socket");
         }
+        self.events.shutdown().await;
         info!("berthd stopped");
         Ok(result?)
     }
+}
+
+/// Fails when a live daemon answers on `path`.
+async fn check_socket_free(path: &Path) -> Result<(), ServerError> {
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        return Err(ServerError::SocketInUse {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Binds `path`: parent created, a stale socket (nobody answering) removed,

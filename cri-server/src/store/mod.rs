@@ -1,7 +1,8 @@
 //! The image store under the root dir:
 //!
 //! ```text
-//! <root>/metadata.db        SQLite (WAL): images, refs, snapshots, content
+//! <root>/metadata.db        SQLite (WAL): images, refs, snapshots, content,
+//!                           pods and containers
 //! <root>/content/sha256/    manifests, indexes and configs by digest
 //! <root>/snapshots/<n>/fs   unpacked layers, keyed by chain id in the DB
 //! <root>/snapshots/tmp-*    snapshots being written (removed at startup)
@@ -16,6 +17,7 @@
 
 mod content;
 mod images;
+mod objects;
 mod snapshots;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use rusqlite::Connection;
 use tracing::info;
 
 pub use images::{ImageRecord, RemoveOutcome};
+pub use objects::{ObjectKind, ObjectRow};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +152,8 @@ impl Store {
             .map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA)
             .map_err(db_err("create schema"))?;
+        conn.execute_batch(objects::OBJECT_SCHEMA)
+            .map_err(db_err("create pod and container schema"))?;
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(conn),
