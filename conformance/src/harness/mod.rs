@@ -38,6 +38,10 @@ pub const KEEP_ENV: &str = "BERTH_TEST_KEEP";
 /// Environment variable: berthd's `--log-level` (default `info`).
 pub const LOG_LEVEL_ENV: &str = "BERTH_TEST_LOG_LEVEL";
 
+/// berthd's `[runtime] exec_sync_max_output` in tests: small, so the cap
+/// is easy to exceed.
+pub const EXEC_SYNC_MAX_OUTPUT: usize = 64 * 1024;
+
 /// Errors starting or driving a test daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -247,7 +251,8 @@ pub fn berthd_config(b: &Berth, log_level: &str) -> String {
          root = \"{root}\"\nstate = \"{state}\"\nsocket = \"{socket}\"\nlog_level = \"{log_level}\"\n\n\
          [registry]\nconfig_path = \"{certs}\"\n\n\
          [cni]\nconf_dir = \"{cni}\"\nbin_dirs = [\"{bin}\"]\n\n\
-         [runtime]\nshim_path = \"{shim}\"\n",
+         [runtime]\nshim_path = \"{shim}\"\ncgroup_parent = \"/{cgroup}\"\n\
+         exec_sync_max_output = {EXEC_SYNC_MAX_OUTPUT}\n",
         root = b.fp.root.join("root").display(),
         state = b.fp.state.display(),
         socket = b.fp.socket.display(),
@@ -255,6 +260,7 @@ pub fn berthd_config(b: &Berth, log_level: &str) -> String {
         cni = b.cni_dir.display(),
         bin = b.net.bin_dir.display(),
         shim = b.bins.shim.display(),
+        cgroup = b.fp.cgroup,
     )
 }
 

@@ -1,0 +1,480 @@
+//! Pod sandboxes: RunPodSandbox, PodSandboxStatus, ListPodSandbox and its
+//! filters, StopPodSandbox, RemovePodSandbox, PodSandboxStats,
+//! ListPodSandboxStats; negatives and idempotence; namespace modes
+//! (host network, shared PID namespace).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use berth_conformance::client::{container_config, labels};
+use berth_proto::cri;
+use common::*;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_lifecycle_status_and_idempotent_stop_remove() {
+    let (b, c) = berth();
+    let config = b.pod_config("lifecycle");
+    let before = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let id = c.run_pod(&config).await.unwrap();
+    assert!(!id.is_empty());
+
+    let resp = c.pod_status(&id, true).await.unwrap();
+    let st = resp.status.clone().unwrap();
+    assert_eq!(st.id, id);
+    assert_eq!(st.metadata, config.metadata);
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert!(
+        st.created_at >= before,
+        "created_at {} < {before}",
+        st.created_at
+    );
+    assert_eq!(st.labels, config.labels);
+    assert_eq!(st.annotations, config.annotations);
+    let ip: std::net::Ipv4Addr = st
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .parse()
+        .unwrap_or_else(|e| panic!("pod IP {:?}: {e}", st.network));
+    let prefix = b.net.subnet.rsplit_once('.').unwrap().0;
+    assert!(
+        ip.to_string().starts_with(prefix),
+        "{ip} not in {}",
+        b.net.subnet
+    );
+    let ns = st.linux.unwrap().namespaces.unwrap().options.unwrap();
+    assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
+    assert_eq!(ns.pid, cri::NamespaceMode::Container as i32);
+    assert_eq!(ns.ipc, cri::NamespaceMode::Pod as i32);
+    assert!(
+        !resp.info.is_empty(),
+        "verbose PodSandboxStatus has no info"
+    );
+
+    c.stop_pod(&id).await.unwrap();
+    let st = c.pod_status(&id, false).await.unwrap().status.unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    // Stopping again is fine, as the kubelet expects.
+    c.stop_pod(&id).await.unwrap();
+    c.remove_pod(&id).await.unwrap();
+    assert_code(
+        c.pod_status(&id, false).await,
+        Code::NotFound,
+        "status after remove",
+    );
+    c.remove_pod(&id).await.unwrap();
+    let listed = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_without_stop_stops_the_pod_and_its_containers() {
+    let (b, c) = berth();
+    let p = sleeping_pod(&b, &c, "rm-running").await;
+    c.remove_pod(&p.pod).await.unwrap();
+    assert_code(c.pod_status(&p.pod, false).await, Code::NotFound, "pod");
+    assert_code(
+        c.container_status(&p.ctr).await,
+        Code::NotFound,
+        "container",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pod_ids_are_not_found() {
+    let (_b, c) = berth();
+    let unknown = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_code(c.pod_status(unknown, false).await, Code::NotFound, "status");
+    let r =
+        c.rt.clone()
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: unknown.into(),
+            })
+            .await;
+    assert_code(r, Code::NotFound, "PodSandboxStats");
+    // Removing what does not exist succeeds (already removed); stopping it
+    // is either fine or NotFound, never another error.
+    c.remove_pod(unknown).await.unwrap();
+    if let Err(s) = c.stop_pod(unknown).await {
+        assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_run_requests_are_invalid_argument() {
+    let (b, c) = berth();
+    let r =
+        c.rt.clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+            .await;
+    assert_code(r, Code::InvalidArgument, "no config");
+    let mut no_meta = b.pod_config("no-meta");
+    no_meta.metadata = None;
+    assert_code(
+        c.run_pod(&no_meta).await,
+        Code::InvalidArgument,
+        "no metadata",
+    );
+    let mut no_name = b.pod_config("x");
+    no_name.metadata.as_mut().unwrap().name.clear();
+    assert_code(
+        c.run_pod(&no_name).await,
+        Code::InvalidArgument,
+        "empty name",
+    );
+    let handler = b.pod_config("handler");
+    let r =
+        c.rt.clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(handler),
+                runtime_handler: "no-such-handler".into(),
+            })
+            .await;
+    let s = r.unwrap_err();
+    assert!(
+        matches!(s.code(), Code::InvalidArgument | Code::NotFound),
+        "unknown runtime handler: {s:?}"
+    );
+    assert_code(
+        c.pod_status("", false).await,
+        Code::InvalidArgument,
+        "empty id",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_pod_metadata_twice_is_already_exists() {
+    let (b, c) = berth();
+    let config = b.pod_config("twice");
+    let id = c.run_pod(&config).await.unwrap();
+    assert_code(c.run_pod(&config).await, Code::AlreadyExists, "second run");
+    // The next attempt of the same pod is a different sandbox.
+    let mut next = config.clone();
+    next.metadata.as_mut().unwrap().attempt = 1;
+    c.stop_pod(&id).await.unwrap();
+    let id2 = c.run_pod(&next).await.unwrap();
+    assert_ne!(id, id2);
+    c.cleanup_pod(&id).await;
+    c.cleanup_pod(&id2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pods_filters_by_id_state_and_labels() {
+    let (b, c) = berth();
+    let mut a_cfg = b.pod_config("list-a");
+    a_cfg.labels.insert("tier".into(), "front".into());
+    let mut b_cfg = b.pod_config("list-b");
+    b_cfg.labels.insert("tier".into(), "back".into());
+    let a = c.run_pod(&a_cfg).await.unwrap();
+    let bb = c.run_pod(&b_cfg).await.unwrap();
+    c.stop_pod(&bb).await.unwrap();
+
+    let all = c.list_pods(None).await.unwrap();
+    assert!(all.iter().any(|p| p.id == a) && all.iter().any(|p| p.id == bb));
+    let item = all.iter().find(|p| p.id == a).unwrap();
+    assert_eq!(item.metadata, a_cfg.metadata);
+    assert_eq!(item.labels, a_cfg.labels);
+    assert_eq!(item.annotations, a_cfg.annotations);
+
+    let by_id = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            id: a.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(by_id.iter().map(|p| &p.id).collect::<Vec<_>>(), vec![&a]);
+
+    // Truncated ids are accepted as prefixes, as crictl sends them.
+    let by_prefix = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            id: a[..12].to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(by_prefix.len(), 1, "{by_prefix:?}");
+
+    let uid_a = &a_cfg.metadata.as_ref().unwrap().uid;
+    let uid_b = &b_cfg.metadata.as_ref().unwrap().uid;
+    let ready = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(ready.iter().any(|p| p.id == a));
+    assert!(ready.iter().all(|p| p.id != bb));
+    assert!(ready
+        .iter()
+        .all(|p| p.state == cri::PodSandboxState::SandboxReady as i32));
+
+    let back = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            label_selector: labels(&[("tier", "back"), ("conformance/uid", uid_b)]),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(back.iter().map(|p| &p.id).collect::<Vec<_>>(), vec![&bb]);
+    let none = c
+        .list_pods(Some(cri::PodSandboxFilter {
+            label_selector: labels(&[("tier", "back"), ("conformance/uid", uid_a)]),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    c.cleanup_pod(&a).await;
+    c.cleanup_pod(&bb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_stats_cover_the_pod_and_its_containers() {
+    let (b, c) = berth();
+    let p = pod_with(
+        &b,
+        &c,
+        b.pod_config("stats"),
+        "busy",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 1000000",
+        ],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let stats =
+        c.rt.clone()
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: p.pod.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+    assert_eq!(stats.attributes.as_ref().unwrap().id, p.pod);
+    let linux = stats.linux.unwrap();
+    let cpu = linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    assert!(cpu > 0, "pod cpu usage is 0");
+    let mem = linux.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(mem > 0, "pod working set is 0");
+    assert!(
+        linux
+            .containers
+            .iter()
+            .any(|s| s.attributes.as_ref().map(|a| a.id.as_str()) == Some(p.ctr.as_str())),
+        "container missing from pod stats: {:?}",
+        linux.containers
+    );
+
+    let uid = p.config.metadata.as_ref().unwrap().uid.clone();
+    let listed =
+        c.rt.clone()
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: Some(cri::PodSandboxStatsFilter {
+                    label_selector: labels(&[("conformance/uid", &uid)]),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].attributes.as_ref().unwrap().id, p.pod);
+    let by_id =
+        c.rt.clone()
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: Some(cri::PodSandboxStatsFilter {
+                    id: p.pod.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(by_id.len(), 1);
+    c.cleanup_pod(&p.pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_and_etc_files_come_from_the_pod_config() {
+    let (b, c) = berth();
+    let mut config = b.pod_config("named-pod");
+    config.dns_config = Some(cri::DnsConfig {
+        servers: vec!["127.0.0.53".into()],
+        searches: vec!["conformance.test".into()],
+        options: vec!["ndots:2".into()],
+    });
+    let p = pod_with(&b, &c, config, "probe", &["sleep", "1000000"]).await;
+    assert_eq!(
+        c.exec_ok(&p.ctr, &["hostname"]).await.unwrap().trim(),
+        "named-pod"
+    );
+    let resolv = c
+        .exec_ok(&p.ctr, &["cat", "/etc/resolv.conf"])
+        .await
+        .unwrap();
+    assert!(resolv.contains("nameserver 127.0.0.53"), "{resolv}");
+    assert!(resolv.contains("search conformance.test"), "{resolv}");
+    assert!(resolv.contains("options ndots:2"), "{resolv}");
+    let hosts = c.exec_ok(&p.ctr, &["cat", "/etc/hosts"]).await.unwrap();
+    assert!(hosts.contains("localhost"), "{hosts}");
+    c.cleanup_pod(&p.pod).await;
+}
+
+fn ns_link(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/1/ns/{kind}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pod_uses_the_host_netns() {
+    let (b, c) = berth();
+    let mut config = b.pod_config("hostnet");
+    let ns = config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.network = cri::NamespaceMode::Node as i32;
+    let p = pod_with(&b, &c, config, "probe", &["sleep", "1000000"]).await;
+    let inside = c
+        .exec_ok(&p.ctr, &["readlink", "/proc/self/ns/net"])
+        .await
+        .unwrap();
+    assert_eq!(inside.trim(), ns_link("net"));
+    let st = c.pod_status(&p.pod, false).await.unwrap().status.unwrap();
+    let mode = st
+        .linux
+        .unwrap()
+        .namespaces
+        .unwrap()
+        .options
+        .unwrap()
+        .network;
+    assert_eq!(mode, cri::NamespaceMode::Node as i32);
+
+    // A pod-network pod, by contrast, has its own netns.
+    let q = sleeping_pod(&b, &c, "podnet").await;
+    let other = c
+        .exec_ok(&q.ctr, &["readlink", "/proc/self/ns/net"])
+        .await
+        .unwrap();
+    assert_ne!(other.trim(), ns_link("net"));
+    c.cleanup_pod(&p.pod).await;
+    c.cleanup_pod(&q.pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_pid_namespace_pod_sees_its_other_containers() {
+    let (b, c) = berth();
+    let mut config = b.pod_config("sharedpid");
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = cri::NamespaceMode::Pod as i32;
+    let marker = unique_seconds();
+    let p = pod_with(&b, &c, config, "first", &["sleep", &marker]).await;
+    let second = c
+        .create_started(
+            &p.pod,
+            &container_config("second", &b.busybox(), &["sleep", "1000000"]),
+            &p.config,
+        )
+        .await
+        .unwrap();
+    let a = c
+        .exec_ok(&p.ctr, &["readlink", "/proc/self/ns/pid"])
+        .await
+        .unwrap();
+    let bb = c
+        .exec_ok(&second, &["readlink", "/proc/self/ns/pid"])
+        .await
+        .unwrap();
+    assert_eq!(
+        a, bb,
+        "containers of a shared-PID pod are in different PID namespaces"
+    );
+    assert_ne!(a.trim(), ns_link("pid"));
+    let ps = c.exec_ok(&second, &["ps", "-o", "args"]).await.unwrap();
+    assert!(
+        ps.contains(&format!("sleep {marker}")),
+        "second cannot see first:\n{ps}"
+    );
+    // The pod's own init is pid 1, not a container's process.
+    let init = c
+        .exec_ok(&second, &["cat", "/proc/1/cmdline"])
+        .await
+        .unwrap();
+    assert!(
+        !init.contains(&marker),
+        "first container is pid 1: {init:?}"
+    );
+    c.cleanup_pod(&p.pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_pid_namespace_pod_isolates_containers() {
+    let (b, c) = berth();
+    let marker = unique_seconds();
+    let p = pod_with(&b, &c, b.pod_config("ownpid"), "first", &["sleep", &marker]).await;
+    let second = c
+        .create_started(
+            &p.pod,
+            &container_config("second", &b.busybox(), &["sleep", "1000000"]),
+            &p.config,
+        )
+        .await
+        .unwrap();
+    let ps = c.exec_ok(&second, &["ps", "-o", "args"]).await.unwrap();
+    assert!(!ps.contains(&marker), "PID namespaces leak:\n{ps}");
+    let one = c
+        .exec_ok(&p.ctr, &["cat", "/proc/1/cmdline"])
+        .await
+        .unwrap();
+    assert!(
+        one.contains(&marker),
+        "container's process is not pid 1: {one:?}"
+    );
+    // Same pod: same network and IPC namespaces.
+    for kind in ["net", "ipc", "uts"] {
+        let path = format!("/proc/self/ns/{kind}");
+        let x = c.exec_ok(&p.ctr, &["readlink", &path]).await.unwrap();
+        let y = c.exec_ok(&second, &["readlink", &path]).await.unwrap();
+        assert_eq!(
+            x, y,
+            "{kind} namespace differs between containers of one pod"
+        );
+    }
+    c.cleanup_pod(&p.pod).await;
+}
