@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod harness;
+pub mod pod_bench;
 pub mod pull_bench;

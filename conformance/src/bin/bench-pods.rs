@@ -1,0 +1,89 @@
+//! `bench-pods`: pod lifecycle latency and idle-pod memory of berthd
+//! against containerd 1.6 + runc (issue 4, point 10). Needs root and the
+//! workspace built (`cargo build --release --workspace`).
+//!
+//! `target/release/bench-pods [--iterations 50] [--skip-containerd]`
+
+use anyhow::{bail, Context, Result};
+use berth_conformance::pod_bench::{self, stats, Options};
+use clap::Parser;
+
+/// Pod lifecycle benchmark: berthd vs containerd 1.6 + runc, same CNI
+/// config, same images, same client.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Timed lifecycle iterations per runtime.
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// Untimed iterations per runtime first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Idle-pod counts at which memory is measured (comma-separated;
+    /// empty to skip the density part).
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    density: Vec<usize>,
+    /// Measure berthd only.
+    #[arg(long)]
+    skip_containerd: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,oci_client=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("bench-pods needs root (namespaces, cgroups, CNI, iptables)");
+    }
+    if args.iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let mut density = args.density.clone();
+    density.sort_unstable();
+    density.dedup();
+    density.retain(|n| *n > 0);
+    let opts = Options {
+        iterations: args.iterations,
+        warmup: args.warmup,
+        density,
+        skip_containerd: args.skip_containerd,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    // On Ctrl-C/SIGTERM the run future is dropped: the harness and the
+    // containerd daemon clean up in their Drop.
+    let report = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = pod_bench::run(&opts) => r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
+        }
+    })?;
+
+    println!();
+    for v in &report.versions {
+        println!("{v}");
+    }
+    println!(
+        "{} timed iterations (+{} warm-up) per runtime, alternating; StopContainer timeout 0",
+        opts.iterations, opts.warmup
+    );
+    println!();
+    print!(
+        "{}",
+        stats::latency_table(&report.berthd, report.containerd.as_ref())
+    );
+    if !report.density.is_empty() {
+        println!();
+        print!("{}", stats::density_table(&report.density));
+    }
+    Ok(())
+}
