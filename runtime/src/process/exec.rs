@@ -49,6 +49,10 @@ fn exec(cfg: &ExecConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     // CVE-2019-5736: see process::init — never enter the container dumpable.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| InitError::sys("prctl(PR_SET_DUMPABLE)", e))?;
+    // Library callers hand the process its stdio as fds (ExecOptions.stdio).
+    if let Some(fds) = cfg.stdio {
+        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
+    }
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
     super::init::join_namespaces(cfg.join)?;
     if cfg.process.terminal().unwrap_or(false) {

@@ -80,6 +80,10 @@ fn init(
     // Die with `create` while it still supervises us.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| InitError::sys("prctl(PR_SET_PDEATHSIG)", e))?;
+    // Library callers hand the process its stdio as fds (CreateOptions.stdio).
+    if let Some(fds) = cfg.stdio {
+        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
+    }
     let chan = chan_slot
         .as_ref()
         .ok_or_else(|| InitError::Invalid("init channel missing".into()))?;

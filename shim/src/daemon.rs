@@ -1,0 +1,327 @@
+//! The shim binary's actions besides serving: `start` (spawn the detached
+//! server and print its address) and `delete` (clean up after a dead
+//! shim), plus the containerd-shim [`Shim`] glue for the server itself.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use berth_runtime::container::Container;
+use chrono::Utc;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts};
+use nix::sys::signal::Signal;
+use sha2::{Digest, Sha256};
+
+use crate::events::{timestamp, Publisher};
+use crate::exit::ExitRecord;
+use crate::reaper::Reaper;
+use crate::service::{Service, DEFAULT_RUNTIME_ROOT};
+use crate::task_api::TaskApi;
+use crate::{rootfs, sandbox};
+
+/// Runtime id this shim registers as.
+pub const RUNTIME_ID: &str = "io.containerd.berth.v2";
+/// Directory of shim sockets when berthd starts the shim.
+pub const BERTH_SOCKET_DIR: &str = "/run/berth/s";
+
+/// Errors of the `start` action.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file or directory operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server process could not be spawned.
+    #[error("spawning the shim server: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The server did not come up.
+    #[error("the shim server did not start listening on {0} (see its log)")]
+    NotListening(String),
+    /// Required flags are missing.
+    #[error("missing -{0}")]
+    Missing(&'static str),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StartError + 'a {
+    move |source| StartError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether the shim was started by containerd rather than berthd: only
+/// containerd passes `-publish-binary`, and its socket is `containerd.sock`.
+pub fn started_by_containerd(flags: &Flags) -> bool {
+    !flags.publish_binary.is_empty()
+        || Path::new(&flags.address)
+            .file_name()
+            .is_some_and(|n| n == "containerd.sock")
+}
+
+/// The shim's socket address (`unix:///...`, never abstract).
+pub fn socket_address(flags: &Flags) -> String {
+    if started_by_containerd(flags) {
+        return containerd_shim::socket_address(&flags.address, &flags.namespace, &flags.id);
+    }
+    let key = Path::new(&flags.address)
+        .join(&flags.namespace)
+        .join(&flags.id);
+    let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("unix://{BERTH_SOCKET_DIR}/{hex}")
+}
+
+/// The `start` action: spawns the detached server (new session) unless
+/// one already serves this pod, and returns its address once it listens.
+pub fn start(flags: &Flags) -> Result<String, StartError> {
+    if flags.id.is_empty() {
+        return Err(StartError::Missing("id"));
+    }
+    if flags.namespace.is_empty() {
+        return Err(StartError::Missing("namespace"));
+    }
+    // containerd may pass runtime options on stdin; nothing in them applies.
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
+
+    let address = socket_address(flags);
+    let path = PathBuf::from(address.trim_start_matches("unix://"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        if !started_by_containerd(flags) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", dir))?;
+        }
+    }
+    if UnixStream::connect(&path).is_ok() {
+        tracing::info!(%address, "a shim already serves this pod");
+        write_address_file(&address)?;
+        return Ok(address);
+    }
+    let _ = std::fs::remove_file(&path);
+
+    let exe = std::env::current_exe().map_err(StartError::Spawn)?;
+    let log = open_log()?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+        "-socket",
+        &address,
+    ]);
+    if !flags.publish_binary.is_empty() {
+        cmd.args(["-publish-binary", &flags.publish_binary]);
+    }
+    if flags.debug {
+        cmd.arg("-debug");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; the server must not share the
+    // caller's session (it outlives berthd or containerd).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(StartError::Spawn)?;
+    // The server replaces its stdout once it listens: EOF means ready.
+    if let Some(mut out) = child.stdout.take() {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    }
+    if UnixStream::connect(&path).is_err() {
+        return Err(StartError::NotListening(address));
+    }
+    write_address_file(&address)?;
+    Ok(address)
+}
+
+/// containerd-shim's server reads `./address` when it shuts down.
+fn write_address_file(address: &str) -> Result<(), StartError> {
+    let p = Path::new("address");
+    std::fs::write(p, address).map_err(io_err("writing", p))
+}
+
+/// Where the server logs: containerd's `log` FIFO in the bundle when there
+/// is one, else `shim.log` in the working directory (the pod's dir).
+fn open_log() -> Result<std::fs::File, StartError> {
+    let fifo = Path::new("log");
+    if std::fs::metadata(fifo).is_ok_and(|m| m.file_type().is_fifo()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .map_err(io_err("opening", fifo));
+    }
+    let file = Path::new("shim.log");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(io_err("opening", file))
+}
+
+/// The `delete` action: removes what a dead shim left for task `id` in the
+/// bundle (the working directory): runtime state and cgroup, rootfs mount,
+/// namespace pins.
+pub fn delete(id: &str, bundle: &Path, root: &Path) -> DeleteResponse {
+    match Container::load(root, id) {
+        Ok(c) => {
+            if let Err(err) = c.kill(Signal::SIGKILL, true) {
+                tracing::debug!(%err, "kill before delete");
+            }
+            if let Err(err) = c.delete(true) {
+                tracing::warn!(%err, container_id = %id, "deleting runtime state");
+            }
+        }
+        Err(err) => {
+            tracing::debug!(%err, container_id = %id, "no runtime state");
+            let _ = Container::remove_leftovers(root, id);
+        }
+    }
+    if let Err(err) = rootfs::unmount_rootfs(bundle) {
+        tracing::warn!(%err, "unmounting the rootfs");
+    }
+    sandbox::unpin(bundle);
+    let (code, at) = match ExitRecord::read(bundle) {
+        Some(r) => (
+            r.exit_code,
+            chrono::DateTime::parse_from_rfc3339(&r.exited_at)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|_| Utc::now()),
+        ),
+        None => (128 + Signal::SIGKILL as i32, Utc::now()),
+    };
+    DeleteResponse {
+        pid: 0,
+        exit_status: u32::try_from(code).unwrap_or(0),
+        exited_at: Some(timestamp(at)).into(),
+        ..Default::default()
+    }
+}
+
+/// containerd-shim glue for the server (`-socket` given) and `delete`.
+pub struct BerthShim {
+    id: String,
+    namespace: String,
+    exit: Arc<ExitSignal>,
+}
+
+/// The shim configuration: own logging, own reaper (the crate's would
+/// steal helper exits), subreaper on.
+pub fn config() -> Config {
+    Config {
+        no_setup_logger: true,
+        no_reaper: true,
+        no_sub_reaper: false,
+        ..Default::default()
+    }
+}
+
+impl Shim for BerthShim {
+    type T = TaskApi;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        BerthShim {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, _opts: StartOpts) -> containerd_shim::Result<String> {
+        // main() handles `start` itself (plain address reply, own socket dir).
+        Err(containerd_shim::Error::InvalidArgument(
+            "start is handled before containerd-shim's bootstrap".into(),
+        ))
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir()
+            .map_err(|e| containerd_shim::Error::InvalidArgument(format!("cwd: {e}")))?;
+        Ok(delete(&self.id, &bundle, Path::new(DEFAULT_RUNTIME_ROOT)))
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> TaskApi {
+        let reaper = match Reaper::start() {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(%err, "cannot start the reaper thread");
+                std::process::exit(1);
+            }
+        };
+        let exit = Arc::clone(&self.exit);
+        let svc = Service::new(
+            reaper,
+            PathBuf::from(DEFAULT_RUNTIME_ROOT),
+            Arc::new(Publisher::new(publisher, &self.namespace)),
+            Box::new(move || exit.signal()),
+        );
+        TaskApi::new(svc)
+    }
+}
+
+/// Prints the start reply.
+pub fn print_address(address: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(address.as_bytes())?;
+    out.flush()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn flags(address: &str, publish: &str) -> Flags {
+        Flags {
+            namespace: "berth".into(),
+            id: "pod1".into(),
+            address: address.into(),
+            publish_binary: publish.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn socket_dir_depends_on_the_caller() {
+        let b = socket_address(&flags("/run/berth/berth.sock", ""));
+        assert!(b.starts_with("unix:///run/berth/s/"), "{b}");
+        assert_eq!(b.len(), "unix:///run/berth/s/".len() + 64);
+        let c = socket_address(&flags(
+            "/run/containerd/containerd.sock",
+            "/usr/bin/containerd",
+        ));
+        assert!(c.starts_with("unix:///run/containerd/s/"), "{c}");
+        // Unique per pod.
+        let mut other = flags("/run/berth/berth.sock", "");
+        other.id = "pod2".into();
+        assert_ne!(socket_address(&other), b);
+    }
+}

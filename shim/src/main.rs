@@ -1,0 +1,72 @@
+//! `berth-shim`: containerd shim v2 for berth (also installed as
+//! `containerd-shim-berth-v2`).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use berth_shim::{daemon, helper, sandbox};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter =
+        EnvFilter::try_from_env("BERTH_SHIM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Fewer malloc arenas: the server's threads are idle nearly always and
+/// per-thread arenas would cost resident memory in every pod.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only tunes the allocator; called before any thread
+    // the shim starts itself.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // Hidden roles first, before containerd-shim parses anything.
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some(helper::HELPER_ARG) => {
+            init_logging(false);
+            return helper::main();
+        }
+        Some(sandbox::POD_INIT_ARG) => return sandbox::pod_init_main(),
+        _ => {}
+    }
+    let flags = match containerd_shim::parse(&argv[1..]) {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("berth-shim: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(flags.debug);
+    if flags.version {
+        println!("berth-shim {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if flags.action == "start" {
+        return match daemon::start(&flags) {
+            Ok(address) => match daemon::print_address(&address) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("berth-shim: writing the address: {err}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(err) => {
+                eprintln!("berth-shim: start: {}", helper::error_chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    limit_malloc_arenas();
+    containerd_shim::run::<daemon::BerthShim>(daemon::RUNTIME_ID, Some(daemon::config()));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,1074 @@
+//! The shim's domain: the tasks of one pod (the sandbox and its
+//! containers), their processes and exits. Knows nothing of ttrpc; the
+//! Task API handlers in `task_api.rs` only translate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use berth_runtime::container::{Container, ContainerError};
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+
+use crate::events::{Event, EventSink};
+use crate::exit::ExitRecord;
+use crate::helper::{self, FailKind, HelperError, Reply, Request};
+use crate::reaper::Reaper;
+use crate::rootfs::{self, RootMount, RootfsError};
+use crate::sandbox::{self, SandboxError, SandboxRequest};
+use crate::stdio::{self, IoHandle, StdioError};
+
+/// Annotation naming the kind of a CRI task.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+/// Annotation that turns an Update into ReopenContainerLog.
+pub const REOPEN_LOG_ANNOTATION: &str = "berth.io/reopen-log";
+/// Default berth-runtime state root shared by all shims (ids are unique).
+pub const DEFAULT_RUNTIME_ROOT: &str = "/run/berth/runtime";
+/// How long an exit waits for the container's output to drain.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Errors of task operations, by the status code they map to.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Unknown task or exec id.
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// Id already used.
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    /// Wrong state for the operation.
+    #[error("{0}")]
+    Precondition(String),
+    /// Malformed request.
+    #[error("{0}")]
+    Invalid(String),
+    /// A feature berth-shim does not have.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A helper process could not be run.
+    #[error("{id}: {source}")]
+    Helper {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: HelperError,
+    },
+    /// The helper reported an internal failure.
+    #[error("{id}: {message}")]
+    Failed {
+        /// Task id.
+        id: String,
+        /// Error chain from the helper.
+        message: String,
+    },
+    /// stdio set-up.
+    #[error("{id}: stdio: {source}")]
+    Stdio {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: StdioError,
+    },
+    /// rootfs mount.
+    #[error("{id}: {source}")]
+    Rootfs {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: RootfsError,
+    },
+    /// The pod's namespaces.
+    #[error("{id}: {source}")]
+    Sandbox {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: SandboxError,
+    },
+    /// A berth-runtime operation.
+    #[error("{id}: {source}")]
+    Runtime {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: ContainerError,
+    },
+}
+
+fn runtime_err(id: &str) -> impl FnOnce(ContainerError) -> TaskError + '_ {
+    move |source| match source {
+        ContainerError::NotRunning { .. } => {
+            TaskError::NotFound(format!("{id}: process already finished"))
+        }
+        ContainerError::BadStatus { .. } => TaskError::Precondition(source.to_string()),
+        ContainerError::Invalid(_) => TaskError::Invalid(source.to_string()),
+        source => TaskError::Runtime {
+            id: id.to_string(),
+            source,
+        },
+    }
+}
+
+/// Lifecycle of a process as the Task API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcStatus {
+    /// Made, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Stopped,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code (128+N for signal N).
+    pub code: i32,
+    /// When the shim saw it.
+    pub at: DateTime<Utc>,
+}
+
+/// What `State` reports about a process.
+#[derive(Debug, Clone)]
+pub struct ProcState {
+    /// Host pid (0 before start for execs).
+    pub pid: i32,
+    /// Status.
+    pub status: ProcStatus,
+    /// Exit, once stopped.
+    pub exit: Option<Exit>,
+    /// Bundle of the task.
+    pub bundle: PathBuf,
+    /// stdio as requested.
+    pub stdio: [String; 3],
+    /// Terminal requested.
+    pub terminal: bool,
+}
+
+struct Proc {
+    pid: i32,
+    status: ProcStatus,
+    exit: Option<Exit>,
+    io: IoHandle,
+    stdio: [String; 3],
+    terminal: bool,
+    /// Exec processes: the spec, run on Start.
+    spec: Option<Box<Process>>,
+    /// Set while a Start is in progress.
+    starting: bool,
+}
+
+impl Proc {
+    fn new(pid: i32, stdio: [String; 3], terminal: bool) -> Proc {
+        Proc {
+            pid,
+            status: ProcStatus::Created,
+            exit: None,
+            io: IoHandle::default(),
+            stdio,
+            terminal,
+            spec: None,
+            starting: false,
+        }
+    }
+}
+
+enum Kind {
+    /// The pod: namespaces, and the pod init when it has a PID namespace.
+    Sandbox { pod_init: bool },
+    /// A container made with berth-runtime.
+    Container {
+        rootfs_mounted: bool,
+        own_pid_ns: bool,
+    },
+}
+
+struct Task {
+    bundle: PathBuf,
+    kind: Kind,
+    init: Proc,
+    execs: HashMap<String, Proc>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<String, Task>,
+    /// Ids whose Create is in progress.
+    creating: Vec<String>,
+}
+
+/// The shim's tasks.
+pub struct Service {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    reaper: Reaper,
+    root: PathBuf,
+    events: Arc<dyn EventSink>,
+    exit_requested: Box<dyn Fn() + Send + Sync>,
+}
+
+/// A create request, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// Task id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// rootfs mounts.
+    pub rootfs: Vec<RootMount>,
+    /// Terminal.
+    pub terminal: bool,
+    /// stdin, stdout, stderr.
+    pub stdio: [String; 3],
+}
+
+/// A process reference: the task id and, for execs, the exec id.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcRef<'a> {
+    /// Task id.
+    pub id: &'a str,
+    /// Exec id ("" for the task's init).
+    pub exec_id: &'a str,
+}
+
+impl Service {
+    /// A service with a running reaper; `exit` is called once the shim may exit.
+    pub fn new(
+        reaper: Reaper,
+        root: PathBuf,
+        events: Arc<dyn EventSink>,
+        exit: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Service> {
+        Arc::new(Service {
+            inner: Mutex::new(Inner::default()),
+            changed: Condvar::new(),
+            reaper,
+            root,
+            events,
+            exit_requested: exit,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The berth-runtime state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a sandbox or container task; returns its pid.
+    pub fn create(self: &Arc<Self>, req: CreateRequest) -> Result<i32, TaskError> {
+        let id = req.id.clone();
+        if id.is_empty() {
+            return Err(TaskError::Invalid("empty task id".into()));
+        }
+        {
+            let mut inner = self.lock();
+            if inner.tasks.contains_key(&id) || inner.creating.contains(&id) {
+                return Err(TaskError::AlreadyExists(id));
+            }
+            inner.creating.push(id.clone());
+        }
+        let result = self.create_unlocked(&req);
+        let mut inner = self.lock();
+        inner.creating.retain(|c| c != &id);
+        let (task, watch_since) = result?;
+        let pid = task.init.pid;
+        inner.tasks.insert(id.clone(), task);
+        drop(inner);
+        // Watched only once the task is known: an exit before that is kept
+        // by the reaper and delivered now.
+        if let Some(since) = watch_since {
+            self.watch(&id, "", pid, since);
+        }
+        self.events.publish(Event::Create {
+            id: id.clone(),
+            bundle: req.bundle.clone(),
+            pid,
+        });
+        Ok(pid)
+    }
+
+    /// Makes the task; also returns when its process was spawned, for the
+    /// exit watch.
+    fn create_unlocked(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+    ) -> Result<(Task, Option<Instant>), TaskError> {
+        let id = &req.id;
+        let config = req.bundle.join("config.json");
+        let spec = Spec::load(&config)
+            .map_err(|e| TaskError::Invalid(format!("{id}: {}: {e}", config.display())))?;
+        let is_sandbox = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
+            .is_some_and(|t| t == "sandbox");
+        if is_sandbox {
+            self.create_sandbox(req, &spec)
+        } else {
+            self.create_container(req, &spec)
+        }
+    }
+
+    fn create_sandbox(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        spec: &Spec,
+    ) -> Result<(Task, Option<Instant>), TaskError> {
+        let id = &req.id;
+        let sreq =
+            SandboxRequest::from_spec(&req.bundle, spec).map_err(|source| TaskError::Sandbox {
+                id: id.clone(),
+                source,
+            })?;
+        let mut pod_init = None;
+        let mut watch_since = None;
+        if sreq.needs_helper() {
+            let since = Instant::now();
+            let reply =
+                helper::run(&self.reaper, &Request::Sandbox(sreq), None).map_err(|source| {
+                    TaskError::Helper {
+                        id: id.clone(),
+                        source,
+                    }
+                })?;
+            let pid = reply_pid(id, reply)?;
+            if pid > 0 {
+                pod_init = Some(pid);
+                watch_since = Some(since);
+            }
+        }
+        let pid = pod_init.unwrap_or_else(|| std::process::id() as i32);
+        let task = Task {
+            bundle: req.bundle.clone(),
+            kind: Kind::Sandbox {
+                pod_init: pod_init.is_some(),
+            },
+            init: Proc::new(pid, req.stdio.clone(), false),
+            execs: HashMap::new(),
+        };
+        Ok((task, watch_since))
+    }
+
+    fn create_container(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        spec: &Spec,
+    ) -> Result<(Task, Option<Instant>), TaskError> {
+        let id = &req.id;
+        if req.terminal {
+            return Err(TaskError::Unimplemented(format!(
+                "{id}: terminal containers are not supported by berth-shim yet"
+            )));
+        }
+        let own_pid_ns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+            });
+        let mounted =
+            rootfs::mount_rootfs(&req.bundle, &req.rootfs).map_err(|source| TaskError::Rootfs {
+                id: id.clone(),
+                source,
+            })?;
+        let undo = |e: TaskError| {
+            if mounted {
+                if let Err(err) = rootfs::unmount_rootfs(&req.bundle) {
+                    tracing::warn!(%err, container_id = %id, "unmounting after a failed create");
+                }
+            }
+            e
+        };
+        let [i, o, e] = &req.stdio;
+        let io = stdio::prepare(i, o, e)
+            .map_err(|source| TaskError::Stdio {
+                id: id.clone(),
+                source,
+            })
+            .map_err(undo)?;
+        let since = Instant::now();
+        let hreq = Request::Create {
+            id: id.clone(),
+            bundle: req.bundle.clone(),
+            root: self.root.clone(),
+            console_socket: None,
+        };
+        let reply = helper::run(&self.reaper, &hreq, Some(io.borrowed()))
+            .map_err(|source| TaskError::Helper {
+                id: id.clone(),
+                source,
+            })
+            .map_err(undo)?;
+        let pid = reply_pid(id, reply).map_err(undo)?;
+        // The process holds its stdio now; the shim's copies must go so
+        // that the log copier sees EOF when the container exits.
+        let io = {
+            let stdio::PreparedIo { child, handle } = io;
+            drop(child);
+            handle
+        };
+        let mut init = Proc::new(pid, req.stdio.clone(), false);
+        init.io = io;
+        let task = Task {
+            bundle: req.bundle.clone(),
+            kind: Kind::Container {
+                rootfs_mounted: mounted,
+                own_pid_ns,
+            },
+            init,
+            execs: HashMap::new(),
+        };
+        Ok((task, Some(since)))
+    }
+
+    /// Registers the exit handler of a process.
+    fn watch(self: &Arc<Self>, id: &str, exec_id: &str, pid: i32, since: Instant) {
+        let svc = Arc::clone(self);
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        self.reaper.on_exit(
+            pid,
+            since,
+            Box::new(move |code| {
+                let at = Utc::now();
+                // Off the reaper thread: finishing may wait for output.
+                let spawned = std::thread::Builder::new()
+                    .name("exit".into())
+                    .stack_size(256 * 1024)
+                    .spawn({
+                        let svc = Arc::clone(&svc);
+                        let (id, exec_id) = (id.clone(), exec_id.clone());
+                        move || svc.finish_exit(&id, &exec_id, pid, Exit { code, at })
+                    });
+                if let Err(err) = spawned {
+                    tracing::error!(%err, "spawning the exit thread; finishing inline");
+                    svc.finish_exit(&id, &exec_id, pid, Exit { code, at });
+                }
+            }),
+        );
+    }
+
+    /// Records an exit: for a container init, kills what is left in its
+    /// cgroup, drains its output, writes exit.json (with the OOM flag read
+    /// before anything destroys the cgroup), then wakes the waiters.
+    fn finish_exit(&self, id: &str, exec_id: &str, pid: i32, exit: Exit) {
+        let (bundle, container) = {
+            let inner = self.lock();
+            match inner.tasks.get(id) {
+                Some(t) => (
+                    t.bundle.clone(),
+                    match t.kind {
+                        Kind::Container { own_pid_ns, .. } if exec_id.is_empty() => {
+                            Some(own_pid_ns)
+                        }
+                        _ => None,
+                    },
+                ),
+                None => (PathBuf::new(), None),
+            }
+        };
+        if let Some(own_pid_ns) = container {
+            let c = Container::load(&self.root, id).ok();
+            let cg = c.as_ref().and_then(|c| c.cgroup().ok());
+            if let (Some(cg), false) = (&cg, own_pid_ns) {
+                // Without its own PID namespace nothing kills the rest.
+                if let Err(err) = cg.kill_all(Signal::SIGKILL) {
+                    tracing::debug!(%err, container_id = %id, "killing leftovers");
+                }
+            }
+            let oom = cg
+                .as_ref()
+                .and_then(|cg| cg.oom_kill_count().ok())
+                .is_some_and(|n| n > 0);
+            self.wait_output(id);
+            if let Err(err) = ExitRecord::new(exit.code, exit.at, oom).write(&bundle) {
+                tracing::error!(%err, container_id = %id, "writing the exit record");
+            }
+        }
+        let mut inner = self.lock();
+        if let Some(p) = inner.tasks.get_mut(id).and_then(|t| proc_mut(t, exec_id)) {
+            if p.pid == pid {
+                p.status = ProcStatus::Stopped;
+                p.exit = Some(exit);
+            }
+        }
+        drop(inner);
+        self.changed.notify_all();
+        self.events.publish(Event::Exit {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            code: exit.code,
+            at: exit.at,
+        });
+    }
+
+    /// Waits for a container's output copier outside the lock.
+    fn wait_output(&self, id: &str) {
+        let deadline = Instant::now() + OUTPUT_DRAIN;
+        while Instant::now() < deadline {
+            let done = {
+                let inner = self.lock();
+                match inner.tasks.get(id) {
+                    Some(t) => t.init.io.wait_output(Duration::ZERO),
+                    None => true,
+                }
+            };
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::warn!(container_id = %id, "output still open after the exit; not waiting longer");
+    }
+
+    /// Starts the init (container), the exec, or (sandbox) nothing; returns the pid.
+    pub fn start(self: &Arc<Self>, r: ProcRef<'_>) -> Result<i32, TaskError> {
+        if !r.exec_id.is_empty() {
+            return self.start_exec(r);
+        }
+        let (is_sandbox, pid) = {
+            let inner = self.lock();
+            let t = task(&inner, r.id)?;
+            if t.init.status != ProcStatus::Created {
+                return Err(TaskError::Precondition(format!(
+                    "{}: cannot start a task that is {:?}",
+                    r.id, t.init.status
+                )));
+            }
+            (matches!(t.kind, Kind::Sandbox { .. }), t.init.pid)
+        };
+        if !is_sandbox {
+            let c = Container::load(&self.root, r.id).map_err(runtime_err(r.id))?;
+            c.start().map_err(runtime_err(r.id))?;
+        }
+        let mut inner = self.lock();
+        if let Some(t) = inner.tasks.get_mut(r.id) {
+            if t.init.status == ProcStatus::Created {
+                t.init.status = ProcStatus::Running;
+            }
+        }
+        drop(inner);
+        self.events.publish(Event::Start {
+            id: r.id.to_string(),
+            exec_id: String::new(),
+            pid,
+        });
+        Ok(pid)
+    }
+
+    /// Registers an exec process (run on Start).
+    pub fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        terminal: bool,
+        stdio: [String; 3],
+        spec: Process,
+    ) -> Result<(), TaskError> {
+        if exec_id.is_empty() {
+            return Err(TaskError::Invalid(format!("{id}: empty exec id")));
+        }
+        if terminal {
+            return Err(TaskError::Unimplemented(format!(
+                "{id}/{exec_id}: terminal exec processes are not supported by berth-shim yet"
+            )));
+        }
+        let mut inner = self.lock();
+        let t = task_mut(&mut inner, id)?;
+        if !matches!(t.kind, Kind::Container { .. }) {
+            return Err(TaskError::Precondition(format!(
+                "{id}: exec in a sandbox task is not supported"
+            )));
+        }
+        if t.init.status == ProcStatus::Stopped {
+            return Err(TaskError::Precondition(format!(
+                "{id}: container is stopped"
+            )));
+        }
+        if t.execs.contains_key(exec_id) {
+            return Err(TaskError::AlreadyExists(format!("{id}/{exec_id}")));
+        }
+        let mut p = Proc::new(0, stdio, terminal);
+        p.spec = Some(Box::new(spec));
+        t.execs.insert(exec_id.to_string(), p);
+        drop(inner);
+        self.events.publish(Event::ExecAdded {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        });
+        Ok(())
+    }
+
+    fn start_exec(self: &Arc<Self>, r: ProcRef<'_>) -> Result<i32, TaskError> {
+        let (spec, stdio) = {
+            let mut inner = self.lock();
+            let t = task_mut(&mut inner, r.id)?;
+            let p = t
+                .execs
+                .get_mut(r.exec_id)
+                .ok_or_else(|| TaskError::NotFound(format!("{}/{}", r.id, r.exec_id)))?;
+            if p.status != ProcStatus::Created || p.starting {
+                return Err(TaskError::Precondition(format!(
+                    "{}/{}: already started",
+                    r.id, r.exec_id
+                )));
+            }
+            p.starting = true;
+            (p.spec.clone(), p.stdio.clone())
+        };
+        let result = (|| {
+            let spec = spec.ok_or_else(|| TaskError::Invalid("exec without a spec".into()))?;
+            let [i, o, e] = &stdio;
+            let io = stdio::prepare(i, o, e).map_err(|source| TaskError::Stdio {
+                id: r.id.to_string(),
+                source,
+            })?;
+            let since = Instant::now();
+            let hreq = Request::Exec {
+                id: r.id.to_string(),
+                root: self.root.clone(),
+                process: spec,
+                console_socket: None,
+            };
+            let reply =
+                helper::run(&self.reaper, &hreq, Some(io.borrowed())).map_err(|source| {
+                    TaskError::Helper {
+                        id: r.id.to_string(),
+                        source,
+                    }
+                })?;
+            let pid = reply_pid(r.id, reply)?;
+            let stdio::PreparedIo { child, handle } = io;
+            drop(child);
+            Ok((pid, handle, since))
+        })();
+        let mut inner = self.lock();
+        let p = inner
+            .tasks
+            .get_mut(r.id)
+            .and_then(|t| t.execs.get_mut(r.exec_id));
+        let Some(p) = p else {
+            return Err(TaskError::NotFound(format!("{}/{}", r.id, r.exec_id)));
+        };
+        p.starting = false;
+        let (pid, handle, since) = result?;
+        p.pid = pid;
+        p.io = handle;
+        p.status = ProcStatus::Running;
+        drop(inner);
+        // Registered after the pid is stored: an early exit is kept by the
+        // reaper and delivered here.
+        self.watch(r.id, r.exec_id, pid, since);
+        self.events.publish(Event::Start {
+            id: r.id.to_string(),
+            exec_id: r.exec_id.to_string(),
+            pid,
+        });
+        Ok(pid)
+    }
+
+    /// State of a process.
+    pub fn state(&self, r: ProcRef<'_>) -> Result<ProcState, TaskError> {
+        let inner = self.lock();
+        let t = task(&inner, r.id)?;
+        let p = proc_of(t, r)?;
+        Ok(ProcState {
+            pid: p.pid,
+            status: p.status,
+            exit: p.exit,
+            bundle: t.bundle.clone(),
+            stdio: p.stdio.clone(),
+            terminal: p.terminal,
+        })
+    }
+
+    /// Blocks until the process exited.
+    pub fn wait(&self, r: ProcRef<'_>) -> Result<Exit, TaskError> {
+        let mut inner = self.lock();
+        loop {
+            let t = task(&inner, r.id)?;
+            let p = proc_of(t, r)?;
+            if let Some(e) = p.exit {
+                return Ok(e);
+            }
+            inner = self
+                .changed
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Sends a signal.
+    pub fn kill(&self, r: ProcRef<'_>, signal: u32, all: bool) -> Result<(), TaskError> {
+        let sig = i32::try_from(signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| TaskError::Invalid(format!("invalid signal {signal}")))?;
+        let mut inner = self.lock();
+        let t = task_mut(&mut inner, r.id)?;
+        if !r.exec_id.is_empty() {
+            let p = proc_of(t, r)?;
+            if p.status != ProcStatus::Running {
+                return Err(TaskError::NotFound(format!(
+                    "{}/{}: process already finished",
+                    r.id, r.exec_id
+                )));
+            }
+            return signal_pid(p.pid, sig, r);
+        }
+        match t.kind {
+            Kind::Sandbox { pod_init: true } => {
+                if t.init.status == ProcStatus::Stopped {
+                    return Err(TaskError::NotFound(format!(
+                        "{}: process already finished",
+                        r.id
+                    )));
+                }
+                signal_pid(t.init.pid, sig, r)
+            }
+            Kind::Sandbox { pod_init: false } => {
+                // The "process" is the shim: stopping signals end it like
+                // a pause process would (0 on TERM/INT, 137 on KILL).
+                let code = match sig {
+                    Signal::SIGKILL => 128 + Signal::SIGKILL as i32,
+                    Signal::SIGTERM | Signal::SIGINT => 0,
+                    _ => return Ok(()),
+                };
+                if t.init.exit.is_none() {
+                    let exit = Exit {
+                        code,
+                        at: Utc::now(),
+                    };
+                    t.init.exit = Some(exit);
+                    t.init.status = ProcStatus::Stopped;
+                    let pid = t.init.pid;
+                    drop(inner);
+                    self.changed.notify_all();
+                    self.events.publish(Event::Exit {
+                        id: r.id.to_string(),
+                        exec_id: String::new(),
+                        pid,
+                        code,
+                        at: exit.at,
+                    });
+                }
+                Ok(())
+            }
+            Kind::Container { .. } => {
+                if t.init.status == ProcStatus::Stopped && !all {
+                    return Err(TaskError::NotFound(format!(
+                        "{}: process already finished",
+                        r.id
+                    )));
+                }
+                drop(inner);
+                let c = Container::load(&self.root, r.id).map_err(runtime_err(r.id))?;
+                c.kill(sig, all).map_err(runtime_err(r.id))
+            }
+        }
+    }
+
+    /// Deletes an exec or a task; returns (pid, exit).
+    pub fn delete(&self, r: ProcRef<'_>) -> Result<(i32, Exit), TaskError> {
+        if !r.exec_id.is_empty() {
+            let mut inner = self.lock();
+            let t = task_mut(&mut inner, r.id)?;
+            let p = proc_of(t, r)?;
+            if p.status == ProcStatus::Running || p.starting {
+                return Err(TaskError::Precondition(format!(
+                    "{}/{}: cannot delete a running process",
+                    r.id, r.exec_id
+                )));
+            }
+            let (pid, exit) = (
+                p.pid,
+                p.exit.unwrap_or(Exit {
+                    code: 0,
+                    at: Utc::now(),
+                }),
+            );
+            t.execs.remove(r.exec_id);
+            return Ok((pid, exit));
+        }
+        let (bundle, kind_sandbox, mounted, status, pid) = {
+            let inner = self.lock();
+            let t = task(&inner, r.id)?;
+            if t.init.status == ProcStatus::Running {
+                return Err(TaskError::Precondition(format!(
+                    "{}: cannot delete a running task",
+                    r.id
+                )));
+            }
+            let (sandbox, mounted) = match t.kind {
+                Kind::Sandbox { .. } => (true, false),
+                Kind::Container { rootfs_mounted, .. } => (false, rootfs_mounted),
+            };
+            (
+                t.bundle.clone(),
+                sandbox,
+                mounted,
+                t.init.status,
+                t.init.pid,
+            )
+        };
+        if kind_sandbox {
+            sandbox::unpin(&bundle);
+        } else {
+            match Container::load(&self.root, r.id) {
+                Ok(c) => c.delete(false).map_err(runtime_err(r.id))?,
+                Err(ContainerError::State(err)) => {
+                    tracing::debug!(%err, container_id = %r.id, "no runtime state to delete")
+                }
+                Err(e) => return Err(runtime_err(r.id)(e)),
+            }
+            if mounted {
+                rootfs::unmount_rootfs(&bundle).map_err(|source| TaskError::Rootfs {
+                    id: r.id.to_string(),
+                    source,
+                })?;
+            }
+        }
+        let mut exit = None;
+        if status == ProcStatus::Created && !kind_sandbox {
+            // The runtime killed the waiting init; give its exit a moment.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut inner = self.lock();
+            loop {
+                exit = inner.tasks.get(r.id).and_then(|t| t.init.exit);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if exit.is_some() || left.is_zero() {
+                    break;
+                }
+                inner = self
+                    .changed
+                    .wait_timeout(inner, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        let mut inner = self.lock();
+        let removed = inner.tasks.remove(r.id);
+        let empty = inner.tasks.is_empty();
+        drop(inner);
+        let exit = exit
+            .or_else(|| removed.as_ref().and_then(|t| t.init.exit))
+            .unwrap_or(Exit {
+                code: 128 + Signal::SIGKILL as i32,
+                at: Utc::now(),
+            });
+        self.changed.notify_all();
+        self.events.publish(Event::Delete {
+            id: r.id.to_string(),
+            pid,
+            code: exit.code,
+            at: exit.at,
+        });
+        if empty {
+            tracing::debug!("last task deleted");
+        }
+        Ok((pid, exit))
+    }
+
+    /// Pids of a task (every process of its cgroup, or the pod init).
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>, TaskError> {
+        let (sandbox, pid, status) = {
+            let inner = self.lock();
+            let t = task(&inner, id)?;
+            (
+                matches!(t.kind, Kind::Sandbox { .. }),
+                t.init.pid,
+                t.init.status,
+            )
+        };
+        if sandbox {
+            return Ok(if status == ProcStatus::Stopped {
+                Vec::new()
+            } else {
+                vec![pid]
+            });
+        }
+        let c = Container::load(&self.root, id).map_err(runtime_err(id))?;
+        c.ps().map_err(runtime_err(id))
+    }
+
+    /// cgroup statistics of a container task.
+    pub fn stats(&self, id: &str) -> Result<berth_runtime::cgroups::CgroupStats, TaskError> {
+        self.container_only(id, "stats")?;
+        let c = Container::load(&self.root, id).map_err(runtime_err(id))?;
+        c.stats().map_err(runtime_err(id))
+    }
+
+    /// New resource limits for a container.
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
+        self.container_only(id, "update")?;
+        let mut c = Container::load(&self.root, id).map_err(runtime_err(id))?;
+        c.update(resources).map_err(runtime_err(id))
+    }
+
+    /// ReopenContainerLog: reopens the CRI log of a running container.
+    pub fn reopen_log(&self, id: &str) -> Result<(), TaskError> {
+        let inner = self.lock();
+        let t = task(&inner, id)?;
+        if t.init.status != ProcStatus::Running {
+            return Err(TaskError::Precondition(format!(
+                "{id}: container is not running"
+            )));
+        }
+        t.init.io.reopen_log().map_err(|source| TaskError::Stdio {
+            id: id.to_string(),
+            source,
+        })
+    }
+
+    /// CloseIO: closes the process' stdin.
+    pub fn close_stdin(&self, r: ProcRef<'_>) -> Result<(), TaskError> {
+        let inner = self.lock();
+        let t = task(&inner, r.id)?;
+        proc_of(t, r)?.io.close_stdin();
+        Ok(())
+    }
+
+    /// ResizePty: berth-shim does not run terminals yet, so only a process
+    /// without one may be "resized" (a no-op, as containerd's shim does).
+    pub fn resize_pty(&self, r: ProcRef<'_>) -> Result<(), TaskError> {
+        let inner = self.lock();
+        let t = task(&inner, r.id)?;
+        if proc_of(t, r)?.terminal {
+            return Err(TaskError::Unimplemented(
+                "terminals are not supported by berth-shim yet".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The task's init pid.
+    pub fn task_pid(&self, id: &str) -> Result<i32, TaskError> {
+        let inner = self.lock();
+        Ok(task(&inner, id)?.init.pid)
+    }
+
+    /// Shutdown: the shim exits when no task is left (else the request is
+    /// ignored); with `now` it first kills and removes every task.
+    pub fn shutdown(&self, now: bool) -> bool {
+        let empty = self.lock().tasks.is_empty();
+        if !empty && now {
+            self.remove_all();
+        }
+        if empty || now {
+            (self.exit_requested)();
+        }
+        empty
+    }
+
+    /// Kills and removes every task (containers, pod init, pins, mounts).
+    fn remove_all(&self) {
+        let tasks: Vec<(String, Task)> = self.lock().tasks.drain().collect();
+        for (id, t) in tasks {
+            match t.kind {
+                Kind::Container { rootfs_mounted, .. } => {
+                    if let Ok(c) = Container::load(&self.root, &id) {
+                        if let Err(err) = c.delete(true) {
+                            tracing::warn!(%err, container_id = %id, "forced delete");
+                        }
+                    }
+                    if rootfs_mounted {
+                        if let Err(err) = rootfs::unmount_rootfs(&t.bundle) {
+                            tracing::warn!(%err, container_id = %id, "unmounting the rootfs");
+                        }
+                    }
+                }
+                Kind::Sandbox { pod_init } => {
+                    if pod_init && t.init.status != ProcStatus::Stopped {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(t.init.pid), Signal::SIGKILL);
+                    }
+                    sandbox::unpin(&t.bundle);
+                }
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn container_only(&self, id: &str, op: &str) -> Result<(), TaskError> {
+        let inner = self.lock();
+        match task(&inner, id)?.kind {
+            Kind::Container { .. } => Ok(()),
+            Kind::Sandbox { .. } => Err(TaskError::Precondition(format!(
+                "{id}: {op} is for container tasks (the sandbox has no cgroup of its own)"
+            ))),
+        }
+    }
+}
+
+fn reply_pid(id: &str, reply: Reply) -> Result<i32, TaskError> {
+    match reply {
+        Reply::Pid(pid) => Ok(pid),
+        Reply::Failed { kind, message } => Err(match kind {
+            FailKind::Invalid => TaskError::Invalid(format!("{id}: {message}")),
+            FailKind::Precondition => TaskError::Precondition(format!("{id}: {message}")),
+            FailKind::Internal => TaskError::Failed {
+                id: id.to_string(),
+                message,
+            },
+        }),
+    }
+}
+
+fn signal_pid(pid: i32, sig: Signal, r: ProcRef<'_>) -> Result<(), TaskError> {
+    match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::ESRCH) => Err(TaskError::NotFound(format!(
+            "{} {}: process already finished",
+            r.id, r.exec_id
+        ))),
+        Err(e) => Err(TaskError::Precondition(format!(
+            "{} {}: kill({pid}, {sig}): {e}",
+            r.id, r.exec_id
+        ))),
+    }
+}
+
+fn task<'a>(inner: &'a Inner, id: &str) -> Result<&'a Task, TaskError> {
+    inner
+        .tasks
+        .get(id)
+        .ok_or_else(|| TaskError::NotFound(format!("task {id}")))
+}
+
+fn task_mut<'a>(inner: &'a mut Inner, id: &str) -> Result<&'a mut Task, TaskError> {
+    inner
+        .tasks
+        .get_mut(id)
+        .ok_or_else(|| TaskError::NotFound(format!("task {id}")))
+}
+
+fn proc_of<'a>(t: &'a Task, r: ProcRef<'_>) -> Result<&'a Proc, TaskError> {
+    if r.exec_id.is_empty() {
+        return Ok(&t.init);
+    }
+    t.execs
+        .get(r.exec_id)
+        .ok_or_else(|| TaskError::NotFound(format!("exec {} of task {}", r.exec_id, r.id)))
+}
+
+fn proc_mut<'a>(t: &'a mut Task, exec_id: &str) -> Option<&'a mut Proc> {
+    if exec_id.is_empty() {
+        Some(&mut t.init)
+    } else {
+        t.execs.get_mut(exec_id)
+    }
+}

@@ -1,0 +1,449 @@
+//! Container and exec stdio: the three fds a process gets, and the copy
+//! threads behind them.
+//!
+//! - `cri:///path` (stdout/stderr): both streams go through pipes into one
+//!   CRI-format [`LogWriter`] (one poll thread per container).
+//! - `file:///path`: the file, opened for append, is the fd itself.
+//! - a plain path is a FIFO someone reads (containerd, berthd's exec): the
+//!   process writes to it directly, no copy.
+//! - stdin FIFO: copied into a pipe by a thread; the shim keeps the FIFO
+//!   open for writing so the process sees EOF only on `CloseIO`.
+//! - empty: /dev/null.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::log_writer::{LogWriter, LogWriterError, Stream};
+
+/// Stack size of the copy threads (they only shuffle buffers).
+const COPY_STACK: usize = 128 * 1024;
+
+/// Errors of stdio set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    /// Opening a FIFO or file failed.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CRI log file could not be opened or reopened.
+    #[error("container log: {0}")]
+    Log(#[from] LogWriterError),
+    /// pipe(2) or thread creation failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An stdio URI the shim does not handle.
+    #[error("unsupported stdio {0:?} (FIFO path, cri:///path, file:///path or empty)")]
+    Unsupported(String),
+    /// The process has no CRI log to reopen.
+    #[error("the process does not write a CRI log")]
+    NoLog,
+}
+
+/// Where an output stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Null,
+    Cri(PathBuf),
+    File(PathBuf),
+    Fifo(PathBuf),
+}
+
+fn parse(s: &str) -> Result<Target, StdioError> {
+    if s.is_empty() {
+        return Ok(Target::Null);
+    }
+    if let Some(p) = s.strip_prefix("cri://") {
+        return absolute(p, s).map(Target::Cri);
+    }
+    if let Some(p) = s.strip_prefix("file://") {
+        return absolute(p, s).map(Target::File);
+    }
+    if let Some(p) = s.strip_prefix("fifo://") {
+        return absolute(p, s).map(Target::Fifo);
+    }
+    absolute(s, s).map(Target::Fifo)
+}
+
+fn absolute(p: &str, orig: &str) -> Result<PathBuf, StdioError> {
+    if p.starts_with('/') {
+        Ok(PathBuf::from(p))
+    } else {
+        Err(StdioError::Unsupported(orig.to_string()))
+    }
+}
+
+/// A done flag the output copier sets when every stream reached EOF.
+type DoneFlag = Arc<(Mutex<bool>, Condvar)>;
+
+/// The shim's side of a process' stdio.
+#[derive(Default)]
+pub struct IoHandle {
+    log: Option<Arc<Mutex<LogWriter>>>,
+    done: Option<DoneFlag>,
+    stdin: Option<Arc<Mutex<Option<OwnedFd>>>>,
+}
+
+/// Fds for the process plus the shim-side handle.
+pub struct PreparedIo {
+    /// stdin, stdout, stderr for the process.
+    pub child: [OwnedFd; 3],
+    /// Copy threads and log writer.
+    pub handle: IoHandle,
+}
+
+impl PreparedIo {
+    /// The child fds borrowed, as the helper wants them.
+    pub fn borrowed(&self) -> [BorrowedFd<'_>; 3] {
+        [
+            self.child[0].as_fd(),
+            self.child[1].as_fd(),
+            self.child[2].as_fd(),
+        ]
+    }
+}
+
+impl IoHandle {
+    /// Reopens the CRI log file (after the kubelet rotated it).
+    pub fn reopen_log(&self) -> Result<(), StdioError> {
+        let log = self.log.as_ref().ok_or(StdioError::NoLog)?;
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reopen()?;
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) until the output copier saw EOF everywhere.
+    pub fn wait_output(&self, timeout: Duration) -> bool {
+        let Some(done) = &self.done else {
+            return true;
+        };
+        let guard = done.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = done
+            .1
+            .wait_timeout_while(guard, timeout, |d| !*d)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+
+    /// Closes the process' stdin (it reads EOF once the pipe drains).
+    pub fn close_stdin(&self) {
+        if let Some(s) = &self.stdin {
+            s.lock().unwrap_or_else(PoisonError::into_inner).take();
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), StdioError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| StdioError::Sys {
+        op: "pipe",
+        source: e.into(),
+    })
+}
+
+fn open_path(path: &Path, write: bool, append: bool) -> Result<OwnedFd, StdioError> {
+    let err = |source| StdioError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .append(append)
+        .create(append)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(err)?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Opens a FIFO without blocking on its other end: O_RDWR first (always
+/// succeeds on Linux), then the wanted direction through /proc/self/fd.
+fn open_fifo(path: &Path, write: bool) -> Result<(OwnedFd, OwnedFd), StdioError> {
+    let rdwr = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| StdioError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{}", rdwr.as_raw_fd()));
+    let one_way = open_path(&proc_path, write, false)?;
+    Ok((one_way, OwnedFd::from(rdwr)))
+}
+
+fn dev_null(write: bool) -> Result<OwnedFd, StdioError> {
+    open_path(Path::new("/dev/null"), write, false)
+}
+
+/// Opens the stdio of a process as described by the task request.
+pub fn prepare(stdin: &str, stdout: &str, stderr: &str) -> Result<PreparedIo, StdioError> {
+    let out = parse(stdout)?;
+    let err = parse(stderr)?;
+    let mut handle = IoHandle::default();
+
+    // stdin
+    let child_in = if stdin.is_empty() {
+        dev_null(false)?
+    } else {
+        let path = PathBuf::from(stdin.strip_prefix("fifo://").unwrap_or(stdin));
+        // Read through an O_RDWR fd: the shim itself then counts as a
+        // writer, so the process sees EOF only on CloseIO.
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| StdioError::Open { path, source })?;
+        let (r, w) = pipe()?;
+        let w = Arc::new(Mutex::new(Some(w)));
+        handle.stdin = Some(w.clone());
+        spawn_stdin_copier(fifo, w)?;
+        r
+    };
+
+    // stdout / stderr
+    let mut log_pipes: Vec<(Stream, OwnedFd)> = Vec::new();
+    let mut log_path: Option<PathBuf> = None;
+    let mut child_out: Vec<OwnedFd> = Vec::new();
+    for (stream, target) in [(Stream::Stdout, &out), (Stream::Stderr, &err)] {
+        let fd = match target {
+            Target::Null => dev_null(true)?,
+            Target::File(p) => open_path(p, true, true)?,
+            Target::Fifo(p) => open_fifo(p, true)?.0,
+            Target::Cri(p) => {
+                if let Some(prev) = &log_path {
+                    if prev != p {
+                        return Err(StdioError::Unsupported(format!(
+                            "stdout and stderr to different CRI logs ({} and {})",
+                            prev.display(),
+                            p.display()
+                        )));
+                    }
+                }
+                log_path = Some(p.clone());
+                let (r, w) = pipe()?;
+                log_pipes.push((stream, r));
+                w
+            }
+        };
+        child_out.push(fd);
+    }
+    if let Some(p) = log_path {
+        let writer = Arc::new(Mutex::new(LogWriter::open(p)?));
+        let done: DoneFlag = Arc::new((Mutex::new(false), Condvar::new()));
+        handle.log = Some(writer.clone());
+        handle.done = Some(done.clone());
+        spawn_log_copier(log_pipes, writer, done)?;
+    }
+    let mut it = child_out.into_iter();
+    let (Some(o), Some(e)) = (it.next(), it.next()) else {
+        return Err(StdioError::Unsupported(
+            "internal: missing output fds".into(),
+        ));
+    };
+    Ok(PreparedIo {
+        child: [child_in, o, e],
+        handle,
+    })
+}
+
+fn spawn_stdin_copier(
+    fifo: OwnedFd,
+    pipe_w: Arc<Mutex<Option<OwnedFd>>>,
+) -> Result<(), StdioError> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .stack_size(COPY_STACK)
+        .spawn(move || {
+            let mut src = std::fs::File::from(fifo);
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match src.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let guard = pipe_w.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(w) = guard.as_ref() else { break };
+                if write_all(w.as_fd(), &buf[..n]).is_err() {
+                    break;
+                }
+            }
+            pipe_w.lock().unwrap_or_else(PoisonError::into_inner).take();
+        })
+        .map_err(|source| StdioError::Sys {
+            op: "spawning the stdin thread",
+            source,
+        })?;
+    Ok(())
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), nix::Error> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn spawn_log_copier(
+    pipes: Vec<(Stream, OwnedFd)>,
+    writer: Arc<Mutex<LogWriter>>,
+    done: DoneFlag,
+) -> Result<(), StdioError> {
+    std::thread::Builder::new()
+        .name("cri-log".into())
+        .stack_size(COPY_STACK)
+        .spawn(move || {
+            copy_to_log(pipes, &writer);
+            *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            done.1.notify_all();
+        })
+        .map_err(|source| StdioError::Sys {
+            op: "spawning the log thread",
+            source,
+        })?;
+    Ok(())
+}
+
+fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    while !pipes.is_empty() {
+        let mut fds: Vec<PollFd<'_>> = pipes
+            .iter()
+            .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(err) => {
+                tracing::error!(%err, "poll on container output");
+                break;
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut closed = Vec::new();
+        for (i, (stream, fd)) in pipes.iter().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => closed.push(i),
+                Ok(n) => {
+                    let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Err(err) = w.write_stream(*stream, &buf[..n]) {
+                        tracing::warn!(%err, "writing the container log");
+                    }
+                }
+                Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+                Err(_) => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (stream, _) = pipes.remove(i);
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = w.flush_partial(stream) {
+                tracing::warn!(%err, "flushing the container log");
+            }
+        }
+    }
+    if let Err(err) = writer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .flush_all()
+    {
+        tracing::warn!(%err, "flushing the container log");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::log_writer::parse_cri_log;
+
+    #[test]
+    fn parse_targets() {
+        assert_eq!(parse("").unwrap(), Target::Null);
+        assert_eq!(
+            parse("cri:///var/log/a.log").unwrap(),
+            Target::Cri("/var/log/a.log".into())
+        );
+        assert_eq!(parse("file:///x").unwrap(), Target::File("/x".into()));
+        assert_eq!(parse("/run/f").unwrap(), Target::Fifo("/run/f".into()));
+        assert!(parse("binary:///usr/bin/x").is_err());
+        assert!(parse("relative").is_err());
+    }
+
+    #[test]
+    fn cri_output_lands_in_the_log_and_stdin_closes_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let fifo = dir.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let uri = format!("cri://{}", log.display());
+        let io = prepare(fifo.to_str().unwrap(), &uri, &uri).unwrap();
+        let [child_in, out, err] = io.child;
+        write_all(out.as_fd(), b"hello\npart").unwrap();
+        write_all(err.as_fd(), b"oops\n").unwrap();
+        drop(out);
+        drop(err);
+        assert!(io.handle.wait_output(Duration::from_secs(5)));
+        let lines = parse_cri_log(&std::fs::read(&log).unwrap()).unwrap();
+        let mut texts: Vec<(String, String)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    format!("{:?}", l.stream),
+                    String::from_utf8_lossy(&l.content).into(),
+                )
+            })
+            .collect();
+        texts.sort();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(texts.iter().any(|(_, t)| t == "hello"));
+        assert!(texts.iter().any(|(_, t)| t == "part"));
+        assert!(texts.iter().any(|(s, t)| s == "Stderr" && t == "oops"));
+        // stdin: data written to the FIFO reaches the pipe; EOF after close.
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut w, b"in\n").unwrap();
+        let mut r = std::fs::File::from(child_in);
+        let mut buf = [0u8; 3];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"in\n");
+        io.handle.close_stdin();
+        // The copier notices the close on its next chunk.
+        std::io::Write::write_all(&mut w, b"x").unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty() || rest == b"x");
+        assert!(io.handle.reopen_log().is_ok());
+    }
+}
