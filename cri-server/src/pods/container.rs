@@ -380,11 +380,14 @@ impl PodManager {
             )));
         }
         let shim = self.shim_for(&pod).await?;
+        // Taken before the call: a process that exits at once must not
+        // finish before it started.
+        let started_at = now_nanos();
         match shim.start_task(id, "").await {
             Ok(pid) => {
                 c.rec.state = ContainerState::Running;
                 c.rec.pid = pid;
-                c.rec.started_at = now_nanos();
+                c.rec.started_at = started_at;
                 self.save_container(&c).await?;
                 info!(container_id = %id, pid, "container started");
                 self.emit_container_event(&c, cri::ContainerEventType::ContainerStartedEvent)

@@ -266,7 +266,16 @@ impl PodManager {
         if pod.rec.shim_address.is_empty() {
             return;
         }
-        if let Ok(shim) = self.shim_for(pod).await {
+        let shim = self.shim_for(pod).await;
+        if let Err(PodError::Shim { source, .. }) = &shim {
+            if source.is_unreachable() {
+                // A dead shim leaves its socket file behind.
+                if let Some(path) = pod.rec.shim_address.strip_prefix("unix://") {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        if let Ok(shim) = shim {
             match shim.delete(&pod.id, "").await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() || e.is_unreachable() => {}

@@ -9,5 +9,7 @@ mod fixtures;
 mod images;
 mod mirrors;
 mod network;
+mod pods;
+mod pods_env;
 mod support;
 mod tls;
