@@ -354,9 +354,37 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::Conta
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
         labels: labels(&[("conformance/container", name)]),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                // What the kubelet sends for a default pod.
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
         ..Default::default()
     }
+}
+
+/// Copies the pod's namespace options into the container's security
+/// context, as the kubelet does (host network, shared PID namespace...).
+pub fn match_pod_namespaces(config: &mut cri::ContainerConfig, pod: &cri::PodSandboxConfig) {
+    let Some(opts) = pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+    else {
+        return;
+    };
+    let linux = config.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options = Some(opts);
 }
 
 /// Whether `result` failed with `code`; on mismatch, a message for the assertion.

@@ -384,12 +384,9 @@ async fn small_memory_limit_is_oom_killed() {
     let pod_cfg = b.pod_config("oom");
     let pod = c.run_pod(&pod_cfg).await.unwrap();
     let mut cfg = container_config("hog", &b.busybox(), &["tail", "/dev/zero"]);
-    cfg.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 << 20,
-            ..Default::default()
-        }),
-        security_context: None,
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
     });
     let id = c.create_started(&pod, &cfg, &pod_cfg).await.unwrap();
     let st = c
@@ -440,13 +437,10 @@ async fn update_container_resources_changes_the_cgroup() {
     let pod_cfg = b.pod_config("update");
     let pod = c.run_pod(&pod_cfg).await.unwrap();
     let mut cfg = container_config("res", &b.busybox(), &["sleep", &marker]);
-    cfg.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            cpu_shares: 512,
-            ..Default::default()
-        }),
-        security_context: None,
+    cfg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_shares: 512,
+        ..Default::default()
     });
     let id = c.create_started(&pod, &cfg, &pod_cfg).await.unwrap();
     assert_eq!(memory_limit_of(&format!("sleep {marker}")), 64 << 20);

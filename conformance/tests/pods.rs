@@ -6,7 +6,7 @@
 
 mod common;
 
-use berth_conformance::client::{container_config, labels};
+use berth_conformance::client::{container_config, labels, match_pod_namespaces};
 use berth_proto::cri;
 use common::*;
 use tonic::Code;
@@ -339,7 +339,7 @@ async fn hostname_and_etc_files_come_from_the_pod_config() {
 }
 
 fn ns_link(kind: &str) -> String {
-    std::fs::read_link(format!("/proc/1/ns/{kind}"))
+    std::fs::read_link(format!("/proc/self/ns/{kind}"))
         .unwrap()
         .display()
         .to_string()
@@ -405,12 +405,10 @@ async fn shared_pid_namespace_pod_sees_its_other_containers() {
         .pid = cri::NamespaceMode::Pod as i32;
     let marker = unique_seconds();
     let p = pod_with(&b, &c, config, "first", &["sleep", &marker]).await;
+    let mut second_cfg = container_config("second", &b.busybox(), &["sleep", "1000000"]);
+    match_pod_namespaces(&mut second_cfg, &p.config);
     let second = c
-        .create_started(
-            &p.pod,
-            &container_config("second", &b.busybox(), &["sleep", "1000000"]),
-            &p.config,
-        )
+        .create_started(&p.pod, &second_cfg, &p.config)
         .await
         .unwrap();
     let a = c

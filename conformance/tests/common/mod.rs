@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_conformance::client::{container_config, expect_code, Cri};
+use berth_conformance::client::{container_config, expect_code, match_pod_namespaces, Cri};
 use berth_conformance::harness::{self, Berth};
 use berth_proto::cri;
 use tonic::Code;
@@ -57,7 +57,8 @@ pub async fn pod_with(
     cmd: &[&str],
 ) -> PodWith {
     let pod = c.run_pod(&config).await.unwrap();
-    let cc = container_config(ctr_name, &b.busybox(), cmd);
+    let mut cc = container_config(ctr_name, &b.busybox(), cmd);
+    match_pod_namespaces(&mut cc, &config);
     let ctr = c.create_started(&pod, &cc, &config).await.unwrap();
     PodWith { config, pod, ctr }
 }
