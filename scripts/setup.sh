@@ -11,10 +11,20 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 ./scripts/deps.sh
-cargo build --release --locked -p berth-runtime -p berth-cri-server
-install -m 0755 target/release/berth-runtime /usr/local/bin/berth-runtime
-install -m 0755 target/release/berthd /usr/local/bin/berthd
-echo "setup: installed berth-runtime and berthd to /usr/local/bin"
+cargo build --release --locked -p berth-runtime -p berth-cri-server -p berth-shim
+for bin in berth-runtime berthd berth-shim; do
+  install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
+done
+# containerd finds a shim for runtime_type "io.containerd.berth.v2" by this name.
+ln -sf berth-shim /usr/local/bin/containerd-shim-berth-v2
+echo "setup: installed berth-runtime, berthd and berth-shim to /usr/local/bin"
+
+# The default pod network (bridge berth0, 10.89.0.0/16, host-local, portmap,
+# masquerade so pods reach out). berthd uses the first conflist in the
+# directory by name; ours is rewritten on every run, others are left alone.
+install -d -m 0755 /etc/cni/net.d
+install -m 0644 config/cni/10-berth.conflist /etc/cni/net.d/10-berth.conflist
+echo "setup: installed the pod network /etc/cni/net.d/10-berth.conflist"
 
 # (Re)start berthd so the freshly built binary serves the socket.
 PIDFILE=/run/berth/berthd.pid
