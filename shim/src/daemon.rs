@@ -15,6 +15,8 @@ use chrono::Utc;
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts};
+use containerd_shim_protos::shim_sync::create_task;
+use containerd_shim_protos::ttrpc::Server;
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
@@ -222,7 +224,137 @@ pub fn delete(id: &str, bundle: &Path, root: &Path) -> DeleteResponse {
     }
 }
 
-/// containerd-shim glue for the server (`-socket` given) and `delete`.
+/// Errors of the serving shim's set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A required flag or variable is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ttrpc server or the event publisher failed.
+    #[error("{op}: {source}")]
+    Ttrpc {
+        /// What was attempted.
+        op: &'static str,
+        /// Underlying error.
+        #[source]
+        source: containerd_shim::Error,
+    },
+}
+
+/// Method paths of the Task API as containerd 1.6 names them (task v2);
+/// the messages are the same as v3's, which berthd and containerd 2 use.
+fn task_methods(api: Arc<TaskApi>) -> TaskMethods {
+    let mut methods = create_task(api.clone());
+    let v2: Vec<_> = create_task(api)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("/containerd.task.v3.Task/")
+                .map(|m| (format!("/containerd.task.v2.Task/{m}"), v))
+        })
+        .collect();
+    methods.extend(v2);
+    methods
+}
+
+type TaskMethods = std::collections::HashMap<
+    String,
+    Box<dyn containerd_shim_protos::ttrpc::MethodHandler + Send + Sync>,
+>;
+
+/// The server mode (`-socket` given, spawned by `start`): serves the Task
+/// API (v3 and v2 method names) until Shutdown.
+pub fn serve(flags: &Flags) -> Result<(), ServeError> {
+    if flags.socket.is_empty() {
+        return Err(ServeError::Missing("-socket"));
+    }
+    let sys = |op| move |source| ServeError::Sys { op, source };
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a process flag.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(sys("prctl(PR_SET_CHILD_SUBREAPER)")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    ignore_signals();
+    let ttrpc_address =
+        std::env::var("TTRPC_ADDRESS").map_err(|_| ServeError::Missing("TTRPC_ADDRESS"))?;
+    let publisher = RemotePublisher::new(&ttrpc_address).map_err(|source| ServeError::Ttrpc {
+        op: "connecting to the events service",
+        source,
+    })?;
+    let exit = Arc::new(ExitSignal::default());
+    let svc = build_service(publisher, &flags.namespace, exit.clone())?;
+    let path = flags.socket.trim_start_matches("unix://").to_string();
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&path).map_err(sys("binding the socket"))?;
+    let ttrpc_err = |op| {
+        move |e: containerd_shim_protos::ttrpc::Error| ServeError::Ttrpc {
+            op,
+            source: e.into(),
+        }
+    };
+    use std::os::fd::IntoRawFd;
+    let mut server = Server::new()
+        .add_listener(listener.into_raw_fd())
+        .map_err(ttrpc_err("adding the listener"))?
+        .register_service(task_methods(Arc::new(TaskApi::new(svc))));
+    server.start().map_err(ttrpc_err("starting the server"))?;
+    // Tell `start` we listen: its pipe on our stdout reaches EOF.
+    // SAFETY: dup2 of our own stderr onto our own stdout.
+    unsafe {
+        libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
+    }
+    tracing::info!(socket = %path, "serving");
+    exit.wait();
+    tracing::info!("shutting down");
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// SIGPIPE: writes to a FIFO whose reader left must fail, not kill the
+/// shim. SIGTERM/SIGINT: the shim outlives its starter's session; it ends
+/// through Shutdown (or SIGKILL).
+fn ignore_signals() {
+    use nix::sys::signal::{signal, SigHandler};
+    for s in [Signal::SIGPIPE, Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: SIG_IGN installs no handler code.
+        if let Err(err) = unsafe { signal(s, SigHandler::SigIgn) } {
+            tracing::warn!(%err, signal = %s, "ignoring signal");
+        }
+    }
+}
+
+fn build_service(
+    publisher: RemotePublisher,
+    namespace: &str,
+    exit: Arc<ExitSignal>,
+) -> Result<Arc<Service>, ServeError> {
+    let reaper = Reaper::start().map_err(|source| ServeError::Sys {
+        op: "starting the reaper thread",
+        source,
+    })?;
+    Ok(Service::new(
+        reaper,
+        PathBuf::from(DEFAULT_RUNTIME_ROOT),
+        Arc::new(Publisher::new(publisher, namespace)),
+        Box::new(move || exit.signal()),
+    ))
+}
+
+/// containerd-shim glue for the `delete` action (containerd-shim's
+/// bootstrap parses it and prints the reply). Serving does not go through
+/// it: containerd-shim registers the Task API under its v3 name only,
+/// which containerd 1.6 does not speak.
 pub struct BerthShim {
     id: String,
     namespace: String,
@@ -269,21 +401,14 @@ impl Shim for BerthShim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskApi {
-        let reaper = match Reaper::start() {
-            Ok(r) => r,
+        // Only reached if containerd-shim were to serve; `serve` does that.
+        match build_service(publisher, &self.namespace, Arc::clone(&self.exit)) {
+            Ok(svc) => TaskApi::new(svc),
             Err(err) => {
-                tracing::error!(%err, "cannot start the reaper thread");
+                tracing::error!(%err, "building the task service");
                 std::process::exit(1);
             }
-        };
-        let exit = Arc::clone(&self.exit);
-        let svc = Service::new(
-            reaper,
-            PathBuf::from(DEFAULT_RUNTIME_ROOT),
-            Arc::new(Publisher::new(publisher, &self.namespace)),
-            Box::new(move || exit.signal()),
-        );
-        TaskApi::new(svc)
+        }
     }
 }
 

@@ -66,7 +66,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    limit_malloc_arenas();
+    if flags.action.is_empty() && !flags.info {
+        limit_malloc_arenas();
+        return match daemon::serve(&flags) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(err = %helper::error_chain(&err), "berth-shim server failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // `delete` (and containerd's other one-shot actions).
     containerd_shim::run::<daemon::BerthShim>(daemon::RUNTIME_ID, Some(daemon::config()));
     ExitCode::SUCCESS
 }

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 
+use crate::console::{ConsoleError, ConsoleSocket};
 use crate::events::{Event, EventSink};
 use crate::exit::ExitRecord;
 use crate::helper::{self, FailKind, HelperError, Reply, Request};
@@ -82,6 +83,15 @@ pub enum TaskError {
         /// Cause.
         #[source]
         source: RootfsError,
+    },
+    /// The terminal of a process.
+    #[error("{id}: {source}")]
+    Console {
+        /// Task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: ConsoleError,
     },
     /// The pod's namespaces.
     #[error("{id}: {source}")]
@@ -368,9 +378,15 @@ impl Service {
         spec: &Spec,
     ) -> Result<(Task, Option<Instant>), TaskError> {
         let id = &req.id;
-        if req.terminal {
-            return Err(TaskError::Unimplemented(format!(
-                "{id}: terminal containers are not supported by berth-shim yet"
+        let spec_terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        if spec_terminal != req.terminal {
+            return Err(TaskError::Invalid(format!(
+                "{id}: request terminal={} but config.json process.terminal={spec_terminal}",
+                req.terminal
             )));
         }
         let own_pid_ns = spec
@@ -395,18 +411,19 @@ impl Service {
             e
         };
         let [i, o, e] = &req.stdio;
-        let io = stdio::prepare(i, o, e)
+        let mut io = stdio::prepare(i, o, e, req.terminal)
             .map_err(|source| TaskError::Stdio {
                 id: id.clone(),
                 source,
             })
             .map_err(undo)?;
+        let console = console_socket(id, req.terminal).map_err(undo)?;
         let since = Instant::now();
         let hreq = Request::Create {
             id: id.clone(),
             bundle: req.bundle.clone(),
             root: self.root.clone(),
-            console_socket: None,
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
         };
         let reply = helper::run(&self.reaper, &hreq, Some(io.borrowed()))
             .map_err(|source| TaskError::Helper {
@@ -415,10 +432,13 @@ impl Service {
             })
             .map_err(undo)?;
         let pid = reply_pid(id, reply).map_err(undo)?;
+        if let Some(c) = &console {
+            attach_console(id, c, &mut io)?;
+        }
         // The process holds its stdio now; the shim's copies must go so
         // that the log copier sees EOF when the container exits.
         let io = {
-            let stdio::PreparedIo { child, handle } = io;
+            let stdio::PreparedIo { child, handle, .. } = io;
             drop(child);
             handle
         };
@@ -583,11 +603,8 @@ impl Service {
         if exec_id.is_empty() {
             return Err(TaskError::Invalid(format!("{id}: empty exec id")));
         }
-        if terminal {
-            return Err(TaskError::Unimplemented(format!(
-                "{id}/{exec_id}: terminal exec processes are not supported by berth-shim yet"
-            )));
-        }
+        let mut spec = spec;
+        spec.set_terminal(Some(terminal));
         let mut inner = self.lock();
         let t = task_mut(&mut inner, id)?;
         if !matches!(t.kind, Kind::Container { .. }) {
@@ -615,7 +632,7 @@ impl Service {
     }
 
     fn start_exec(self: &Arc<Self>, r: ProcRef<'_>) -> Result<i32, TaskError> {
-        let (spec, stdio) = {
+        let (spec, stdio, terminal) = {
             let mut inner = self.lock();
             let t = task_mut(&mut inner, r.id)?;
             let p = t
@@ -629,21 +646,22 @@ impl Service {
                 )));
             }
             p.starting = true;
-            (p.spec.clone(), p.stdio.clone())
+            (p.spec.clone(), p.stdio.clone(), p.terminal)
         };
         let result = (|| {
             let spec = spec.ok_or_else(|| TaskError::Invalid("exec without a spec".into()))?;
             let [i, o, e] = &stdio;
-            let io = stdio::prepare(i, o, e).map_err(|source| TaskError::Stdio {
+            let mut io = stdio::prepare(i, o, e, terminal).map_err(|source| TaskError::Stdio {
                 id: r.id.to_string(),
                 source,
             })?;
+            let console = console_socket(r.id, terminal)?;
             let since = Instant::now();
             let hreq = Request::Exec {
                 id: r.id.to_string(),
                 root: self.root.clone(),
                 process: spec,
-                console_socket: None,
+                console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
             };
             let reply =
                 helper::run(&self.reaper, &hreq, Some(io.borrowed())).map_err(|source| {
@@ -653,7 +671,10 @@ impl Service {
                     }
                 })?;
             let pid = reply_pid(r.id, reply)?;
-            let stdio::PreparedIo { child, handle } = io;
+            if let Some(c) = &console {
+                attach_console(r.id, c, &mut io)?;
+            }
+            let stdio::PreparedIo { child, handle, .. } = io;
             drop(child);
             Ok((pid, handle, since))
         })();
@@ -943,17 +964,17 @@ impl Service {
         Ok(())
     }
 
-    /// ResizePty: berth-shim does not run terminals yet, so only a process
-    /// without one may be "resized" (a no-op, as containerd's shim does).
-    pub fn resize_pty(&self, r: ProcRef<'_>) -> Result<(), TaskError> {
+    /// ResizePty (a no-op for a process without a terminal, as in
+    /// containerd's shim).
+    pub fn resize_pty(&self, r: ProcRef<'_>, width: u32, height: u32) -> Result<(), TaskError> {
         let inner = self.lock();
         let t = task(&inner, r.id)?;
-        if proc_of(t, r)?.terminal {
-            return Err(TaskError::Unimplemented(
-                "terminals are not supported by berth-shim yet".into(),
-            ));
-        }
-        Ok(())
+        let w = u16::try_from(width).unwrap_or(u16::MAX);
+        let h = u16::try_from(height).unwrap_or(u16::MAX);
+        proc_of(t, r)?
+            .io
+            .resize(w, h)
+            .map_err(|e| TaskError::Precondition(format!("{} {}: {e}", r.id, r.exec_id)))
     }
 
     /// The task's init pid.
@@ -1012,6 +1033,36 @@ impl Service {
             ))),
         }
     }
+}
+
+fn console_socket(id: &str, terminal: bool) -> Result<Option<ConsoleSocket>, TaskError> {
+    if !terminal {
+        return Ok(None);
+    }
+    ConsoleSocket::new()
+        .map(Some)
+        .map_err(|source| TaskError::Console {
+            id: id.to_string(),
+            source,
+        })
+}
+
+fn attach_console(
+    id: &str,
+    c: &ConsoleSocket,
+    io: &mut stdio::PreparedIo,
+) -> Result<(), TaskError> {
+    let master = c
+        .receive(Duration::from_secs(5))
+        .map_err(|source| TaskError::Console {
+            id: id.to_string(),
+            source,
+        })?;
+    io.attach_console(master)
+        .map_err(|source| TaskError::Stdio {
+            id: id.to_string(),
+            source,
+        })
 }
 
 fn reply_pid(id: &str, reply: Reply) -> Result<i32, TaskError> {

@@ -99,17 +99,64 @@ pub struct IoHandle {
     log: Option<Arc<Mutex<LogWriter>>>,
     done: Option<DoneFlag>,
     stdin: Option<Arc<Mutex<Option<OwnedFd>>>>,
+    /// The pty master of a terminal process.
+    console: Option<Arc<OwnedFd>>,
+}
+
+/// Where the output of a terminal goes once its pty master arrives.
+enum Sink {
+    Null,
+    Log(Arc<Mutex<LogWriter>>),
+    Fd(OwnedFd),
+}
+
+/// Terminal targets waiting for the pty master.
+struct PendingTty {
+    out: Sink,
+    stdin: Option<OwnedFd>,
+    done: DoneFlag,
 }
 
 /// Fds for the process plus the shim-side handle.
 pub struct PreparedIo {
-    /// stdin, stdout, stderr for the process.
+    /// stdin, stdout, stderr for the process (/dev/null for a terminal:
+    /// the runtime replaces them with the pty slave).
     pub child: [OwnedFd; 3],
     /// Copy threads and log writer.
     pub handle: IoHandle,
+    tty: Option<PendingTty>,
 }
 
 impl PreparedIo {
+    /// Starts copying between a terminal process' pty master and its
+    /// stdio targets (terminal mode only; a no-op otherwise).
+    pub fn attach_console(&mut self, master: OwnedFd) -> Result<(), StdioError> {
+        let Some(tty) = self.tty.take() else {
+            return Ok(());
+        };
+        let master = Arc::new(master);
+        self.handle.console = Some(master.clone());
+        if let Some(fifo) = tty.stdin {
+            let m = master.clone();
+            spawn("tty-stdin", move || {
+                let mut src = std::fs::File::from(fifo);
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = src.read(&mut buf) {
+                    if n == 0 || write_all(m.as_fd(), &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        }
+        let done = tty.done;
+        let out = tty.out;
+        spawn("tty-out", move || {
+            copy_tty_out(&master, out);
+            *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            done.1.notify_all();
+        })
+    }
+
     /// The child fds borrowed, as the helper wants them.
     pub fn borrowed(&self) -> [BorrowedFd<'_>; 3] {
         [
@@ -143,8 +190,20 @@ impl IoHandle {
         *guard
     }
 
-    /// Closes the process' stdin (it reads EOF once the pipe drains).
+    /// Sets the terminal size (no terminal: nothing to do).
+    pub fn resize(&self, width: u16, height: u16) -> Result<(), crate::console::ConsoleError> {
+        match &self.console {
+            Some(m) => crate::console::resize(m.as_fd(), width, height),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the process' stdin (it reads EOF once the pipe drains; a
+    /// terminal gets the EOF character).
     pub fn close_stdin(&self) {
+        if let Some(m) = &self.console {
+            let _ = write_all(m.as_fd(), &[4]);
+        }
         if let Some(s) = &self.stdin {
             s.lock().unwrap_or_else(PoisonError::into_inner).take();
         }
@@ -195,8 +254,58 @@ fn dev_null(write: bool) -> Result<OwnedFd, StdioError> {
     open_path(Path::new("/dev/null"), write, false)
 }
 
+fn open_stdin_fifo(stdin: &str) -> Result<OwnedFd, StdioError> {
+    let path = PathBuf::from(stdin.strip_prefix("fifo://").unwrap_or(stdin));
+    // Read through an O_RDWR fd: the shim itself then counts as a
+    // writer, so the process sees EOF only on CloseIO.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map(OwnedFd::from)
+        .map_err(|source| StdioError::Open { path, source })
+}
+
+/// Terminal stdio: the process gets /dev/null until the runtime gives it
+/// the pty slave; output (stdout and stderr are one stream) and stdin are
+/// wired to the master by [`PreparedIo::attach_console`].
+fn prepare_tty(stdin: &str, stdout: &str) -> Result<PreparedIo, StdioError> {
+    let mut handle = IoHandle::default();
+    let done: DoneFlag = Arc::new((Mutex::new(false), Condvar::new()));
+    handle.done = Some(done.clone());
+    let out = match parse(stdout)? {
+        Target::Null => Sink::Null,
+        Target::File(p) => Sink::Fd(open_path(&p, true, true)?),
+        Target::Fifo(p) => Sink::Fd(open_fifo(&p, true)?.0),
+        Target::Cri(p) => {
+            let w = Arc::new(Mutex::new(LogWriter::open(p)?));
+            handle.log = Some(w.clone());
+            Sink::Log(w)
+        }
+    };
+    let stdin = if stdin.is_empty() {
+        None
+    } else {
+        Some(open_stdin_fifo(stdin)?)
+    };
+    Ok(PreparedIo {
+        child: [dev_null(false)?, dev_null(true)?, dev_null(true)?],
+        handle,
+        tty: Some(PendingTty { out, stdin, done }),
+    })
+}
+
 /// Opens the stdio of a process as described by the task request.
-pub fn prepare(stdin: &str, stdout: &str, stderr: &str) -> Result<PreparedIo, StdioError> {
+pub fn prepare(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+    terminal: bool,
+) -> Result<PreparedIo, StdioError> {
+    if terminal {
+        return prepare_tty(stdin, stdout);
+    }
     let out = parse(stdout)?;
     let err = parse(stderr)?;
     let mut handle = IoHandle::default();
@@ -205,16 +314,7 @@ pub fn prepare(stdin: &str, stdout: &str, stderr: &str) -> Result<PreparedIo, St
     let child_in = if stdin.is_empty() {
         dev_null(false)?
     } else {
-        let path = PathBuf::from(stdin.strip_prefix("fifo://").unwrap_or(stdin));
-        // Read through an O_RDWR fd: the shim itself then counts as a
-        // writer, so the process sees EOF only on CloseIO.
-        let fifo = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| StdioError::Open { path, source })?;
+        let fifo = open_stdin_fifo(stdin)?;
         let (r, w) = pipe()?;
         let w = Arc::new(Mutex::new(Some(w)));
         handle.stdin = Some(w.clone());
@@ -265,7 +365,55 @@ pub fn prepare(stdin: &str, stdout: &str, stderr: &str) -> Result<PreparedIo, St
     Ok(PreparedIo {
         child: [child_in, o, e],
         handle,
+        tty: None,
     })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StdioError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(COPY_STACK)
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|source| StdioError::Sys {
+            op: "spawning a copy thread",
+            source,
+        })
+}
+
+/// Copies a pty master's output until every slave is closed (EIO).
+fn copy_tty_out(master: &OwnedFd, out: Sink) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match nix::unistd::read(master, &mut buf) {
+            Ok(0) | Err(nix::Error::EIO) => break,
+            Ok(n) => n,
+            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => continue,
+            Err(err) => {
+                tracing::warn!(%err, "reading the pty master");
+                break;
+            }
+        };
+        match &out {
+            Sink::Null => {}
+            Sink::Fd(fd) => {
+                if write_all(fd.as_fd(), &buf[..n]).is_err() {
+                    // The reader went away; keep draining the pty.
+                }
+            }
+            Sink::Log(w) => {
+                let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Err(err) = w.write_stream(Stream::Stdout, &buf[..n]) {
+                    tracing::warn!(%err, "writing the container log");
+                }
+            }
+        }
+    }
+    if let Sink::Log(w) = &out {
+        if let Err(err) = w.lock().unwrap_or_else(PoisonError::into_inner).flush_all() {
+            tracing::warn!(%err, "flushing the container log");
+        }
+    }
 }
 
 fn spawn_stdin_copier(
@@ -409,7 +557,7 @@ mod tests {
         let fifo = dir.path().join("in");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let uri = format!("cri://{}", log.display());
-        let io = prepare(fifo.to_str().unwrap(), &uri, &uri).unwrap();
+        let io = prepare(fifo.to_str().unwrap(), &uri, &uri, false).unwrap();
         let [child_in, out, err] = io.child;
         write_all(out.as_fd(), b"hello\npart").unwrap();
         write_all(err.as_fd(), b"oops\n").unwrap();

@@ -231,7 +231,7 @@ impl Task for TaskApi {
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         self.svc
-            .resize_pty(pref(&req.id, &req.exec_id))
+            .resize_pty(pref(&req.id, &req.exec_id), req.width, req.height)
             .map_err(status)?;
         Ok(Empty::new())
     }

@@ -95,7 +95,13 @@ impl TreeBuilder {
 
     /// A hardlink to `target` (a path in the same layer).
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.put(path, Kind::Hardlink(target.to_string()), 0o644)
+        // The link header carries the target's mode, as real images do:
+        // containerd's and Docker's unpackers apply it to the shared inode.
+        let mode = self
+            .nodes
+            .get(target.trim_start_matches('/'))
+            .map_or(0o644, |n| n.mode);
+        self.put(path, Kind::Hardlink(target.to_string()), mode)
     }
 
     /// A character device.

@@ -6,7 +6,8 @@ use std::fs;
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    ExecProcessRequest, PidsRequest, StateRequest, StatsRequest, UpdateTaskRequest,
+    ExecProcessRequest, PidsRequest, ResizePtyRequest, StateRequest, StatsRequest,
+    UpdateTaskRequest,
 };
 use containerd_shim_protos::cgroups::metrics::Metrics;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -145,6 +146,43 @@ fn pod_with_containers_exec_stats_logs_and_shutdown() {
     assert_eq!(out_reader.join().unwrap(), "out\n");
     assert_eq!(err_reader.join().unwrap(), "err\n");
     assert_eq!(pod.delete(&c2, "e1").unwrap(), 3);
+
+    // Exec with a terminal: output through the pty, ResizePty reaches it.
+    let tty_fifo = pod.dir.path().join("exec-tty");
+    mkfifo(&tty_fifo);
+    let tty_reader = read_fifo(&tty_fifo);
+    let process = json!({
+        "args": ["sh", "-c", "tty; sleep 0.5; stty size"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+        "terminal": true
+    });
+    let mut ex = ExecProcessRequest::new();
+    ex.id = c2.clone();
+    ex.exec_id = "e2".into();
+    ex.terminal = true;
+    ex.stdout = tty_fifo.display().to_string();
+    ex.spec = Some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(&process).unwrap(),
+        ..Default::default()
+    })
+    .into();
+    pod.client.exec(Context::default(), &ex).unwrap();
+    pod.start_task(&c2, "e2")
+        .unwrap_or_else(|e| panic!("tty exec start: {e}\n{}", pod.shim_log()));
+    let mut rz = ResizePtyRequest::new();
+    rz.id = c2.clone();
+    rz.exec_id = "e2".into();
+    rz.width = 100;
+    rz.height = 40;
+    pod.client.resize_pty(Context::default(), &rz).unwrap();
+    assert_eq!(pod.wait(&c2, "e2"), 0);
+    let tty_out = tty_reader.join().unwrap();
+    assert!(tty_out.contains("/dev/pts/"), "{tty_out:?}");
+    assert!(tty_out.contains("40 100\r\n"), "{tty_out:?}");
+    pod.delete(&c2, "e2").unwrap();
 
     // Pids and stats.
     let mut pr = PidsRequest::new();
