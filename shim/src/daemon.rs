@@ -291,7 +291,7 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
         source,
     })?;
     let exit = Arc::new(ExitSignal::default());
-    let svc = build_service(publisher, &flags.namespace, exit.clone())?;
+    let svc = build_service(publisher, &flags.namespace, &ttrpc_address, exit.clone())?;
     let path = flags.socket.trim_start_matches("unix://").to_string();
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -337,6 +337,7 @@ fn ignore_signals() {
 fn build_service(
     publisher: RemotePublisher,
     namespace: &str,
+    events_address: &str,
     exit: Arc<ExitSignal>,
 ) -> Result<Arc<Service>, ServeError> {
     let reaper = Reaper::start().map_err(|source| ServeError::Sys {
@@ -346,7 +347,7 @@ fn build_service(
     Ok(Service::new(
         reaper,
         PathBuf::from(DEFAULT_RUNTIME_ROOT),
-        Arc::new(Publisher::new(publisher, namespace)),
+        Arc::new(Publisher::new(publisher, namespace, events_address)),
         Box::new(move || exit.signal()),
     ))
 }
@@ -402,7 +403,8 @@ impl Shim for BerthShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskApi {
         // Only reached if containerd-shim were to serve; `serve` does that.
-        match build_service(publisher, &self.namespace, Arc::clone(&self.exit)) {
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        match build_service(publisher, &self.namespace, &address, Arc::clone(&self.exit)) {
             Ok(svc) => TaskApi::new(svc),
             Err(err) => {
                 tracing::error!(%err, "building the task service");

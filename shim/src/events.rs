@@ -86,14 +86,17 @@ impl EventSink for NoEvents {
 pub struct Publisher {
     remote: Mutex<RemotePublisher>,
     namespace: String,
+    /// The events socket, to reconnect after the client restarted.
+    address: String,
 }
 
 impl Publisher {
-    /// Wraps a connected publisher.
-    pub fn new(remote: RemotePublisher, namespace: &str) -> Publisher {
+    /// Wraps a publisher connected to `address`.
+    pub fn new(remote: RemotePublisher, namespace: &str, address: &str) -> Publisher {
         Publisher {
             remote: Mutex::new(remote),
             namespace: namespace.to_string(),
+            address: address.to_string(),
         }
     }
 }
@@ -180,13 +183,24 @@ pub fn encode(event: Event) -> (&'static str, Box<dyn MessageDyn>) {
 
 impl EventSink for Publisher {
     fn publish(&self, event: Event) {
-        let (topic, msg) = encode(event);
-        let remote = self
+        let (topic, msg) = encode(event.clone());
+        let mut remote = self
             .remote
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = remote.publish(Context::default(), topic, &self.namespace, msg) {
-            tracing::warn!(%err, topic, "publishing a task event");
+        let Err(err) = remote.publish(Context::default(), topic, &self.namespace, msg) else {
+            return;
+        };
+        // berthd restarts while shims live on: reconnect once and retry.
+        match RemotePublisher::new(&self.address) {
+            Ok(fresh) => {
+                *remote = fresh;
+                let (topic, msg) = encode(event);
+                if let Err(err) = remote.publish(Context::default(), topic, &self.namespace, msg) {
+                    tracing::warn!(%err, topic, "publishing a task event");
+                }
+            }
+            Err(e) => tracing::warn!(%err, reconnect = %e, topic, "publishing a task event"),
         }
     }
 }

@@ -3,5 +3,6 @@
 
 mod containerd;
 mod lifecycle;
+mod pod_ns;
 mod rss;
 mod support;

@@ -1,0 +1,141 @@
+//! Pod-level namespaces (shared PID namespace with the pod init, user
+//! namespace pods) and the `delete` action after a dead shim.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[test]
+fn containers_share_the_pod_pid_namespace_with_the_pod_init() {
+    let netns = Netns::new();
+    let pod = Pod::start();
+    let rootfs_src = pod.dir.path().join("rootfs-src");
+    busybox_rootfs(&rootfs_src);
+    let sb = pod.sandbox_bundle(&sandbox_spec(Some(&netns.path()), "pidpod", true));
+    let init = pod
+        .create(&pod.id, &sb, None, ["", "", ""])
+        .unwrap_or_else(|e| panic!("sandbox: {e}\n{}", pod.shim_log()));
+    let c = unique("pidc");
+    let mut spec = container_spec(&c, &sb, &netns.path(), &["cat", "/proc/1/cmdline"]);
+    spec["linux"]["namespaces"][0] = json!({"type": "pid", "path": sb.join("ns/pid")});
+    let b = pod.bundle(&c, &spec);
+    let log = pod.dir.path().join("pid.log");
+    let cri = format!("cri://{}", log.display());
+    pod.create(&c, &b, Some(&rootfs_src), ["", &cri, &cri])
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", pod.shim_log()));
+    pod.start_task(&c, "").unwrap();
+    assert_eq!(pod.wait(&c, ""), 0);
+    let text: String = cri_lines(&log).into_iter().map(|(_, t)| t).collect();
+    assert!(
+        text.contains("__berth_pod_init"),
+        "pid 1 is not the pod init: {text:?}"
+    );
+    pod.delete(&c, "").unwrap();
+    // The pod init is a real process of the shim; SIGTERM ends it cleanly.
+    assert!(pid_alive(init as i32));
+    pod.kill(&pod.id, "", 15, false).unwrap();
+    assert_eq!(pod.wait(&pod.id, ""), 0);
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+        init as i32
+    )));
+    pod.delete(&pod.id, "").unwrap();
+    assert!(!sb.join("ns").exists());
+    pod.shutdown();
+}
+
+#[test]
+fn user_namespace_pod_pins_its_namespaces_with_the_mapping() {
+    let pod = Pod::start();
+    let mut spec = sandbox_spec(None, "userpod", false);
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["uidMappings"] = map.clone();
+    spec["linux"]["gidMappings"] = map;
+    let sb = pod.sandbox_bundle(&spec);
+    pod.create(&pod.id, &sb, None, ["", "", ""])
+        .unwrap_or_else(|e| panic!("sandbox: {e}\n{}", pod.shim_log()));
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    for ns in ["user", "ipc", "uts"] {
+        let pin = sb.join("ns").join(ns);
+        assert!(pin.exists(), "{ns} not pinned");
+        assert_ne!(
+            ino(&pin),
+            ino(&Path::new("/proc/self/ns").join(ns)),
+            "{ns} is the host's"
+        );
+    }
+    // Enter the pinned namespaces with nsenter and look around.
+    let out = Command::new("nsenter")
+        .arg(format!("--user={}", sb.join("ns/user").display()))
+        .arg(format!("--uts={}", sb.join("ns/uts").display()))
+        .args(["sh", "-c", "hostname; cat /proc/self/uid_map"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}", out);
+    assert!(text.starts_with("userpod\n"), "{text}");
+    let map: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"]);
+    pod.kill(&pod.id, "", 9, false).unwrap();
+    pod.delete(&pod.id, "").unwrap();
+    assert!(!sb.join("ns").exists());
+    pod.shutdown();
+}
+
+#[test]
+fn delete_action_cleans_up_after_a_dead_shim() {
+    let netns = Netns::new();
+    let pod = Pod::start();
+    let rootfs_src = pod.dir.path().join("rootfs-src");
+    busybox_rootfs(&rootfs_src);
+    let sb = pod.sandbox_bundle(&sandbox_spec(Some(&netns.path()), "dead", false));
+    pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap();
+    let c = unique("dead");
+    let spec = container_spec(&c, &sb, &netns.path(), &["sleep", "1000"]);
+    let b = pod.bundle(&c, &spec);
+    pod.create(&c, &b, Some(&rootfs_src), ["", "", ""])
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", pod.shim_log()));
+    let pid = pod.start_task(&c, "").unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pod.shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+        pod.shim_pid
+    )));
+    assert!(pid_alive(pid), "the container must outlive its shim");
+    for (id, bundle) in [(c.as_str(), &b), (pod.id.as_str(), &sb)] {
+        let out = Command::new(SHIM)
+            .args([
+                "-namespace",
+                "berth",
+                "-id",
+                id,
+                "-address",
+                "/x/berth.sock",
+                "delete",
+            ])
+            .current_dir(bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "delete {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)));
+    assert!(!Path::new("/run/berth/runtime").join(&c).exists());
+    assert!(mounts_under(pod.dir.path()).is_empty());
+    assert!(!sb.join("ns").exists());
+}
