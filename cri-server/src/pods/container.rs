@@ -11,12 +11,12 @@ use tracing::{info, warn};
 
 use super::layers::read_image_file;
 use super::records::{container_name_key, ContainerRecord};
-use super::sandbox::{bundle_dir, write_json, SIGKILL};
+use super::sandbox::{bundle_dir, namespace_options, write_json, SIGKILL};
 use super::shim::{CreateTask, ShimClient, ShimError, TaskExit};
 use super::{new_id, now_nanos, Container, ContainerState, Pod, PodError, PodManager, PodState};
 use crate::container_spec::{
-    build_container_spec, pod_facts, pod_namespaces, ContainerSpecInput, HostDevices,
-    RuntimeOptions, UserDb,
+    build_container_spec, pod_facts, pod_namespaces, pod_user_namespace, ContainerSpecInput,
+    HostDevices, RuntimeOptions, UserDb,
 };
 use crate::pod_files::pod_file_paths;
 use crate::store::{ImageRecord, ObjectKind};
@@ -78,6 +78,57 @@ pub(crate) fn runtime_options() -> RuntimeOptions {
     }
 }
 
+/// The container config as the spec is built from it: network and IPC
+/// follow the pod (as containerd does, whatever the container asks), and
+/// PID mode POD in a pod without a shared PID namespace means a PID
+/// namespace of its own.
+fn effective_config(
+    pod: &cri::PodSandboxConfig,
+    config: &cri::ContainerConfig,
+) -> cri::ContainerConfig {
+    let pod_opts = namespace_options(pod);
+    let mut config = config.clone();
+    let opts = config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default);
+    opts.network = pod_opts.network;
+    opts.ipc = pod_opts.ipc;
+    let pod_mode = cri::NamespaceMode::Pod as i32;
+    if opts.pid == pod_mode && pod_opts.pid != pod_mode {
+        opts.pid = if pod_opts.pid == cri::NamespaceMode::Node as i32 {
+            pod_opts.pid
+        } else {
+            cri::NamespaceMode::Container as i32
+        };
+    }
+    config
+}
+
+/// Drops capabilities berthd's own bounding set lacks (this host withholds
+/// some, e.g. CAP_SYS_RESOURCE): a privileged or `ALL` container gets every
+/// capability the host can give, as containerd does, instead of failing.
+fn restrict_to_host_capabilities(spec: &mut serde_json::Value) {
+    let Ok(bounding) = caps::read(None, caps::CapSet::Bounding) else {
+        return;
+    };
+    let host: std::collections::HashSet<String> = bounding.iter().map(|c| c.to_string()).collect();
+    let Some(sets) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|v| v.as_object_mut())
+    else {
+        return;
+    };
+    for list in sets.values_mut() {
+        if let Some(items) = list.as_array_mut() {
+            items.retain(|cap| cap.as_str().is_some_and(|name| host.contains(name)));
+        }
+    }
+}
+
 fn mkdirs(dirs: &[&Path]) -> Result<(), PodError> {
     for d in dirs {
         std::fs::create_dir_all(d).map_err(PodError::io("creating", d))?;
@@ -110,6 +161,17 @@ impl PodManager {
         if image_name.is_empty() {
             return Err(PodError::InvalidArgument(
                 "container image is required".into(),
+            ));
+        }
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref());
+        if sc.is_some_and(|s| {
+            s.run_as_group.is_some() && s.run_as_user.is_none() && s.run_as_username.is_empty()
+        }) {
+            return Err(PodError::InvalidArgument(
+                "run_as_group is set without run_as_user or run_as_username".into(),
             ));
         }
         let _pod_guard = self.locks.read(pod_id).await;
@@ -241,6 +303,23 @@ impl PodManager {
         let data = c.rec.data_dir.clone();
         let (upper, work, volumes) = (data.join("upper"), data.join("work"), data.join("volumes"));
         mkdirs(&[&rootfs, &upper, &work, &volumes])?;
+        if let Some(userns) = pod_user_namespace(&pod.config)? {
+            // The image layers stay owned by host root (seen as the overflow
+            // id inside); the writable layer belongs to the pod's root.
+            let (uid, gid) = (userns.host_root_uid(), userns.host_root_gid());
+            for d in [&upper, &work] {
+                nix::unistd::chown(
+                    d.as_path(),
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .map_err(|e| PodError::Io {
+                    op: "chowning to the pod's root",
+                    path: d.clone(),
+                    source: e.into(),
+                })?;
+            }
+        }
 
         let image_config: Option<oci_spec::image::ImageConfiguration> =
             serde_json::from_str(&image.config).ok();
@@ -258,9 +337,10 @@ impl PodManager {
             &pod_file_paths(&pod.rec.dir, &pod.config),
         );
         let target_pid_ns = self.target_pid_ns(&c.config).await?;
+        let config = effective_config(&pod.config, &c.config);
         let built = build_container_spec(&ContainerSpecInput {
             container_id: &c.id,
-            config: &c.config,
+            config: &config,
             sandbox_config: &pod.config,
             image_config: image_cfg.as_ref(),
             image_name: &c.rec.image,
@@ -278,12 +358,16 @@ impl PodManager {
         for p in &built.host_paths {
             mkdirs(&[p])?;
         }
-        c.rec.process =
-            serde_json::to_value(built.spec.process()).map_err(|source| PodError::Json {
-                id: c.id.clone(),
-                source,
-            })?;
-        write_json(&bundle.join("config.json"), &built.spec, &c.id)?;
+        let mut spec = serde_json::to_value(&built.spec).map_err(|source| PodError::Json {
+            id: c.id.clone(),
+            source,
+        })?;
+        restrict_to_host_capabilities(&mut spec);
+        c.rec.process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        write_json(&bundle.join("config.json"), &spec, &c.id)?;
 
         if !pod.config.log_directory.is_empty() && !c.config.log_path.is_empty() {
             let path = Path::new(&pod.config.log_directory).join(&c.config.log_path);
@@ -483,10 +567,15 @@ impl PodManager {
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`.
-    /// Stopping an exited or never-started container succeeds.
+    /// Stopping an exited, never-started or unknown container succeeds.
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), PodError> {
         let _guard = self.locks.write(id).await;
-        let mut c = self.load_container(id).await?;
+        let mut c = match self.load_container(id).await {
+            Ok(c) => c,
+            // The kubelet expects stopping a removed container to succeed.
+            Err(PodError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.stop_container_locked(&mut c, timeout_secs).await
     }
 

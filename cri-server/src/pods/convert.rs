@@ -117,8 +117,25 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
         log_path: c.rec.log_path.clone(),
         resources,
         image_id: c.rec.image_id.clone(),
-        ..Default::default()
+        user: container_user(&c.rec.process),
     }
+}
+
+/// The identity the container's process starts with (from its OCI spec).
+fn container_user(process: &serde_json::Value) -> Option<cri::ContainerUser> {
+    let user = process.get("user")?;
+    let id = |k: &str| user.get(k).and_then(serde_json::Value::as_i64);
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: id("uid")?,
+            gid: id("gid")?,
+            supplemental_groups: user
+                .get("additionalGids")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+                .unwrap_or_default(),
+        }),
+    })
 }
 
 /// The verbose `info` map of ContainerStatus.

@@ -100,6 +100,8 @@ impl PodManager {
                 super::RUNTIME_HANDLER
             )));
         }
+        // Refuse bad user namespace options before any network work.
+        crate::container_spec::pod_user_namespace(&config)?;
         let id = new_id()?;
         let dir = self.cfg.pod_dir(&id);
         let cgroup_parent = pod_cgroup_parent(&config, &self.cfg.cgroup_parent);
@@ -307,10 +309,15 @@ impl PodManager {
     }
 
     /// StopPodSandbox: kills every container and the pod init, tears the
-    /// network down. Stopping a stopped pod succeeds.
+    /// network down. Stopping a stopped or unknown pod succeeds.
     pub async fn stop_pod(&self, id: &str) -> Result<(), PodError> {
         let _guard = self.locks.write(id).await;
-        let mut pod = self.load_pod(id).await?;
+        let mut pod = match self.load_pod(id).await {
+            Ok(p) => p,
+            // The kubelet expects stopping a removed pod to succeed.
+            Err(PodError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.stop_pod_locked(&mut pod).await
     }
 
