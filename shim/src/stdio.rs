@@ -10,10 +10,10 @@
 //!   open for writing so the process sees EOF only on `CloseIO`.
 //! - empty: /dev/null.
 
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -101,6 +101,8 @@ pub struct IoHandle {
     stdin: Option<Arc<Mutex<Option<OwnedFd>>>>,
     /// The pty master of a terminal process.
     console: Option<Arc<OwnedFd>>,
+    /// Set once the process is gone: stdin copiers stop.
+    closed: Arc<AtomicBool>,
 }
 
 /// Where the output of a terminal goes once its pty master arrives.
@@ -138,11 +140,11 @@ impl PreparedIo {
         self.handle.console = Some(master.clone());
         if let Some(fifo) = tty.stdin {
             let m = master.clone();
+            let closed = self.handle.closed.clone();
             spawn("tty-stdin", move || {
-                let mut src = std::fs::File::from(fifo);
                 let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n) = src.read(&mut buf) {
-                    if n == 0 || write_all(m.as_fd(), &buf[..n]).is_err() {
+                while let Some(n) = read_unless_closed(&fifo, &closed, &mut buf) {
+                    if write_all(m.as_fd(), &buf[..n]).is_err() {
                         break;
                     }
                 }
@@ -195,6 +197,14 @@ impl IoHandle {
         match &self.console {
             Some(m) => crate::console::resize(m.as_fd(), width, height),
             None => Ok(()),
+        }
+    }
+
+    /// The process is gone: stops the stdin copiers and drops the pipe.
+    pub fn release(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(s) = &self.stdin {
+            s.lock().unwrap_or_else(PoisonError::into_inner).take();
         }
     }
 
@@ -318,7 +328,7 @@ pub fn prepare(
         let (r, w) = pipe()?;
         let w = Arc::new(Mutex::new(Some(w)));
         handle.stdin = Some(w.clone());
-        spawn_stdin_copier(fifo, w)?;
+        spawn_stdin_copier(fifo, w, handle.closed.clone())?;
         r
     };
 
@@ -416,20 +426,48 @@ fn copy_tty_out(master: &OwnedFd, out: Sink) {
     }
 }
 
+/// Reads the stdin FIFO, waking up twice a second to notice that the
+/// process is gone (the shim holds a writer, so no EOF ever comes).
+fn read_unless_closed(fifo: &OwnedFd, closed: &AtomicBool, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        if closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(500u16)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        match nix::unistd::read(fifo, buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 fn spawn_stdin_copier(
     fifo: OwnedFd,
     pipe_w: Arc<Mutex<Option<OwnedFd>>>,
+    closed: Arc<AtomicBool>,
 ) -> Result<(), StdioError> {
     std::thread::Builder::new()
         .name("stdin".into())
         .stack_size(COPY_STACK)
         .spawn(move || {
-            let mut src = std::fs::File::from(fifo);
             let mut buf = vec![0u8; 32 * 1024];
             loop {
-                let n = match src.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                if pipe_w
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_none()
+                {
+                    break;
+                }
+                let Some(n) = read_unless_closed(&fifo, &closed, &mut buf) else {
+                    break;
                 };
                 let guard = pipe_w.lock().unwrap_or_else(PoisonError::into_inner);
                 let Some(w) = guard.as_ref() else { break };
@@ -536,6 +574,7 @@ fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>) {
 mod tests {
     use super::*;
     use crate::log_writer::parse_cri_log;
+    use std::io::Read;
 
     #[test]
     fn parse_targets() {

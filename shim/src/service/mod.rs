@@ -433,6 +433,7 @@ impl Service {
             if p.pid == pid {
                 p.status = ProcStatus::Stopped;
                 p.exit = Some(exit);
+                p.io.release();
             }
         }
         drop(inner);

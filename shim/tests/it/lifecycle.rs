@@ -6,7 +6,7 @@ use std::fs;
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    ExecProcessRequest, PidsRequest, ResizePtyRequest, StateRequest, StatsRequest,
+    CloseIORequest, ExecProcessRequest, PidsRequest, ResizePtyRequest, StateRequest, StatsRequest,
     UpdateTaskRequest,
 };
 use containerd_shim_protos::cgroups::metrics::Metrics;
@@ -146,6 +146,43 @@ fn pod_with_containers_exec_stats_logs_and_shutdown() {
     assert_eq!(out_reader.join().unwrap(), "out\n");
     assert_eq!(err_reader.join().unwrap(), "err\n");
     assert_eq!(pod.delete(&c2, "e1").unwrap(), 3);
+
+    // Exec with stdin from a FIFO; CloseIO delivers EOF.
+    let in_fifo = pod.dir.path().join("exec-in");
+    let cat_out = pod.dir.path().join("exec-cat-out");
+    mkfifo(&in_fifo);
+    mkfifo(&cat_out);
+    let cat_reader = read_fifo(&cat_out);
+    let process = json!({
+        "args": ["cat"], "cwd": "/", "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0}, "terminal": false
+    });
+    let mut ex = ExecProcessRequest::new();
+    ex.id = c2.clone();
+    ex.exec_id = "e3".into();
+    ex.stdin = in_fifo.display().to_string();
+    ex.stdout = cat_out.display().to_string();
+    ex.spec = Some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(&process).unwrap(),
+        ..Default::default()
+    })
+    .into();
+    pod.client.exec(Context::default(), &ex).unwrap();
+    pod.start_task(&c2, "e3").unwrap();
+    {
+        let mut w = fs::OpenOptions::new().write(true).open(&in_fifo).unwrap();
+        std::io::Write::write_all(&mut w, b"via stdin\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut close = CloseIORequest::new();
+    close.id = c2.clone();
+    close.exec_id = "e3".into();
+    close.stdin = true;
+    pod.client.close_io(Context::default(), &close).unwrap();
+    assert_eq!(pod.wait(&c2, "e3"), 0);
+    assert_eq!(cat_reader.join().unwrap(), "via stdin\n");
+    pod.delete(&c2, "e3").unwrap();
 
     // Exec with a terminal: output through the pty, ResizePty reaches it.
     let tty_fifo = pod.dir.path().join("exec-tty");
