@@ -281,6 +281,13 @@ pub struct RuntimeOptions {
     pub cgroup_v2: bool,
     /// The memory swap controller is available (memory.memsw / memory.swap.max).
     pub swap_controller: bool,
+    /// The runtime can make id-mapped mounts for a container that joins an
+    /// existing user namespace. berth-runtime cannot yet (it makes them after
+    /// joining, where the kernel refuses), so leave this false: volumes of
+    /// user-namespaced pods are then bound without id mapping (on-disk owners
+    /// outside the pod's range show as `nobody`), and CRI mounts that carry
+    /// their own mappings are refused in such pods.
+    pub idmapped_mounts_in_userns: bool,
 }
 
 /// Everything [`build_container_spec`] needs.
@@ -462,7 +469,14 @@ pub fn build_container_spec(
     let namespaces = namespaces(input, &ns_opts, user_ns.as_ref())?;
     let has = |t| namespaces.iter().any(|n| n.typ() == t);
     let own_uts = has(LinuxNamespaceType::Uts);
-    let hostname = input.sandbox_config.hostname.clone();
+    let mut hostname = input.sandbox_config.hostname.clone();
+    if hostname.is_empty() && !own_uts {
+        // hostNetwork pods come without a hostname: they have the node's.
+        match nix::unistd::gethostname() {
+            Ok(h) => hostname = h.to_string_lossy().into_owned(),
+            Err(err) => tracing::warn!(%err, "cannot read the host name for HOSTNAME"),
+        }
+    }
 
     let args = process_args(
         &config.command,
@@ -491,7 +505,14 @@ pub fn build_container_spec(
 
     let caps = capabilities(sc)?;
     let seccomp = seccomp_profile(sc, &caps)?;
-    let mounted = mounts::build_mounts(input, privileged, user_ns.as_ref())?;
+    let mounted = mounts::build_mounts(
+        input,
+        privileged,
+        mounts::IdmapPolicy {
+            pod_userns: user_ns.as_ref(),
+            idmap_in_userns: input.options.idmapped_mounts_in_userns,
+        },
+    )?;
     let (devices, device_rules) = mounts::devices(input.devices, &config.devices, privileged)?;
 
     let (mut resources, oom_score_adj) = linux_resources(

@@ -218,14 +218,42 @@ fn propagation_option(raw: i32, container_path: &str) -> Result<&'static str, Sp
 /// Id mappings for an id-mapped bind mount.
 type IdMaps = (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>);
 
+/// How mounts are id-mapped for a container.
+#[derive(Clone, Copy)]
+pub(super) struct IdmapPolicy<'a> {
+    /// The pod's user namespace, if it has one.
+    pub pod_userns: Option<&'a PodUserNamespace>,
+    /// Whether the runtime can make id-mapped mounts for a container that
+    /// joins an existing user namespace (see `RuntimeOptions`).
+    pub idmap_in_userns: bool,
+}
+
+impl IdmapPolicy<'_> {
+    /// The pod's mappings, when volumes are to be id-mapped with them.
+    fn pod_maps(&self) -> Option<IdMaps> {
+        self.pod_userns
+            .filter(|_| self.idmap_in_userns)
+            .map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone()))
+    }
+}
+
 /// The id mappings of a CRI mount: its own when the kubelet gives some, else
-/// the pod user namespace's (so on-disk owners keep their ids inside).
+/// the pod user namespace's (so on-disk owners keep their ids inside) when
+/// the runtime can apply them.
 fn mount_id_maps(
     m: &cri::Mount,
-    pod_userns: Option<&PodUserNamespace>,
+    policy: IdmapPolicy<'_>,
 ) -> Result<Option<IdMaps>, SpecBuildError> {
     match (m.uid_mappings.is_empty(), m.gid_mappings.is_empty()) {
-        (true, true) => Ok(pod_userns.map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone()))),
+        (true, true) => Ok(policy.pod_maps()),
+        (false, false) if policy.pod_userns.is_some() && !policy.idmap_in_userns => {
+            Err(SpecBuildError::InvalidMount {
+                container_path: m.container_path.clone(),
+                reason:
+                    "id-mapped mounts inside a pod user namespace are not supported by the runtime"
+                        .into(),
+            })
+        }
         (false, false) => {
             let conv = |maps: &[cri::IdMapping], what| {
                 maps.iter()
@@ -258,10 +286,7 @@ fn set_id_maps(out: &mut Mount, maps: Option<IdMaps>) {
 }
 
 /// One CRI mount as an OCI bind mount.
-fn cri_mount(
-    m: &cri::Mount,
-    pod_userns: Option<&PodUserNamespace>,
-) -> Result<Mount, SpecBuildError> {
+fn cri_mount(m: &cri::Mount, policy: IdmapPolicy<'_>) -> Result<Mount, SpecBuildError> {
     let dest = clean(&m.container_path, "container path")?;
     let src = clean(&m.host_path, "host path")?;
     let propagation = propagation_option(m.propagation, &m.container_path)?;
@@ -277,7 +302,7 @@ fn cri_mount(
             reason: "image volume mounts are not supported".into(),
         });
     }
-    let maps = mount_id_maps(m, pod_userns)?;
+    let maps = mount_id_maps(m, policy)?;
     let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
     if m.recursive_read_only {
         options.push("rro");
@@ -296,7 +321,7 @@ fn covered(dests: &[PathBuf], dest: &Path) -> bool {
 pub(super) fn build_mounts(
     input: &ContainerSpecInput<'_>,
     privileged: bool,
-    pod_userns: Option<&PodUserNamespace>,
+    policy: IdmapPolicy<'_>,
 ) -> Result<Mounted, SpecBuildError> {
     let readonly_rootfs = input
         .config
@@ -308,7 +333,7 @@ pub(super) fn build_mounts(
         .config
         .mounts
         .iter()
-        .map(|m| cri_mount(m, pod_userns))
+        .map(|m| cri_mount(m, policy))
         .collect::<Result<Vec<_>, _>>()?;
     // Parents before children, so a mount below another one stays visible.
     cri_mounts.sort_by_key(|m| m.destination().components().count());
@@ -385,10 +410,7 @@ pub(super) fn build_mounts(
         mounts.push({
             let mut m = mount("", "bind", &host_path, &["rbind", "rprivate", "rw"]);
             m.set_destination(dest.clone());
-            set_id_maps(
-                &mut m,
-                pod_userns.map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone())),
-            );
+            set_id_maps(&mut m, policy.pod_maps());
             m
         });
         anonymous_volumes.push(AnonymousVolume {
@@ -493,6 +515,11 @@ pub(super) fn devices(
 mod tests {
     use super::*;
 
+    const NO_USERNS: IdmapPolicy<'static> = IdmapPolicy {
+        pod_userns: None,
+        idmap_in_userns: false,
+    };
+
     #[test]
     fn propagation_mapping() {
         let p = |v: MountPropagation| propagation_option(v as i32, "/x").unwrap();
@@ -510,7 +537,7 @@ mod tests {
             readonly: true,
             ..Default::default()
         };
-        let out = cri_mount(&m, None).unwrap();
+        let out = cri_mount(&m, NO_USERNS).unwrap();
         assert_eq!(out.destination(), Path::new("/data/x"));
         assert_eq!(out.source().as_deref(), Some(Path::new("/srv/data")));
         assert_eq!(
@@ -519,24 +546,24 @@ mod tests {
         );
         m.recursive_read_only = true;
         assert_eq!(
-            cri_mount(&m, None).unwrap().options().clone().unwrap(),
+            cri_mount(&m, NO_USERNS).unwrap().options().clone().unwrap(),
             vec!["rbind", "rprivate", "ro", "rro"]
         );
         m.propagation = MountPropagation::PropagationBidirectional as i32;
         assert!(
-            cri_mount(&m, None).is_err(),
+            cri_mount(&m, NO_USERNS).is_err(),
             "rro needs private propagation"
         );
         m.recursive_read_only = false;
         m.readonly = false;
         assert_eq!(
-            cri_mount(&m, None).unwrap().options().clone().unwrap(),
+            cri_mount(&m, NO_USERNS).unwrap().options().clone().unwrap(),
             vec!["rbind", "rshared", "rw"]
         );
         m.container_path = "relative".into();
-        assert!(cri_mount(&m, None).is_err());
+        assert!(cri_mount(&m, NO_USERNS).is_err());
         m.container_path = "/a/../etc".into();
-        assert!(cri_mount(&m, None).is_err());
+        assert!(cri_mount(&m, NO_USERNS).is_err());
     }
 
     #[test]

@@ -138,6 +138,7 @@ mod tests {
         RuntimeOptions {
             cgroup_v2: v2,
             swap_controller: swap,
+            ..Default::default()
         }
     }
 

@@ -362,6 +362,74 @@ mod tests {
     }
 
     #[test]
+    fn containerd_parity_points() {
+        let none = runtime_default_profile(&HashSet::new()).unwrap();
+        // Allowed for everyone on kernels >= 4.8 (and in the general list).
+        for name in [
+            "ptrace",
+            "process_vm_readv",
+            "name_to_handle_at",
+            "statmount",
+        ] {
+            assert!(!allowed(&none, name).is_empty(), "{name}");
+        }
+        // socket: three conditional rules, none unconditional.
+        let socket = allowed(&none, "socket");
+        assert_eq!(socket.len(), 3);
+        assert!(socket.iter().all(|r| r.args().is_some()));
+        // Without CAP_SYS_ADMIN clone masks the namespace flags only.
+        let clone = allowed(&none, "clone");
+        assert_eq!(clone[0].args().clone().unwrap()[0].value(), 0x7E02_0000);
+        let clone3: Vec<_> = none
+            .syscalls()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.names().iter().any(|n| n == "clone3"))
+            .collect();
+        assert_eq!(clone3[0].errno_ret(), Some(ENOSYS));
+        if std::env::consts::ARCH == "x86_64" {
+            assert!(!allowed(&none, "arch_prctl").is_empty());
+        }
+    }
+
+    /// The hostile case for socket families: AF_ALG and AF_VSOCK are
+    /// refused with EPERM while AF_UNIX works. Needs root to load a filter
+    /// without no_new_privs; the filter lives only on a scratch thread.
+    #[test]
+    fn default_profile_refuses_af_alg_for_real() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let profile = runtime_default_profile(&HashSet::new()).unwrap();
+        let results = std::thread::spawn(move || {
+            berth_runtime::seccomp::compile(&profile)
+                .unwrap()
+                .load()
+                .unwrap();
+            // SAFETY: plain socket(2) calls; every returned fd is closed below.
+            let open = |family: i32| unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+            let mut out = Vec::new();
+            for family in [libc::AF_UNIX, libc::AF_ALG, libc::AF_VSOCK] {
+                let fd = open(family);
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if fd >= 0 {
+                    // SAFETY: `fd` was just returned by socket(2) and is owned here.
+                    unsafe { libc::close(fd) };
+                }
+                out.push((fd >= 0, errno));
+            }
+            out
+        })
+        .join()
+        .unwrap();
+        assert!(results[0].0, "AF_UNIX must work");
+        assert_eq!(results[1], (false, Some(libc::EPERM)), "AF_ALG");
+        assert_eq!(results[2], (false, Some(libc::EPERM)), "AF_VSOCK");
+    }
+
+    #[test]
     fn default_profile_compiles_with_libseccomp() {
         for caps in [
             HashSet::new(),

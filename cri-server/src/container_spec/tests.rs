@@ -511,3 +511,220 @@ fn cgroup_path_inputs_are_checked() {
         SpecBuildError::SystemdCgroupParent { .. }
     ));
 }
+
+fn userns_sandbox() -> PodSandboxConfig {
+    let mut sb = sandbox(false);
+    let map = berth_proto::cri::IdMapping {
+        host_id: 100000,
+        container_id: 0,
+        length: 65536,
+    };
+    sb.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options = Some(NamespaceOption {
+        pid: NamespaceMode::Container as i32,
+        userns_options: Some(berth_proto::cri::UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![map],
+            gids: vec![map],
+        }),
+        ..Default::default()
+    });
+    sb
+}
+
+#[test]
+fn user_namespace_pods_join_the_pinned_userns() {
+    let sb = userns_sandbox();
+    let mut pod = pod_facts();
+    pod.user = Some("/run/berth/pods/sb1/bundle/ns/user".into());
+    let mut c = container(LinuxContainerSecurityContext {
+        namespace_options: sb
+            .linux
+            .as_ref()
+            .unwrap()
+            .security_context
+            .as_ref()
+            .unwrap()
+            .namespace_options
+            .clone(),
+        ..Default::default()
+    });
+    c.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/srv/data".into(),
+        ..Default::default()
+    }];
+    let b = build(&c, &sb, &pod, &Default::default()).unwrap();
+    assert_eq!(
+        ns_of(&b)[0],
+        (
+            LinuxNamespaceType::User,
+            Some("/run/berth/pods/sb1/bundle/ns/user".into())
+        )
+    );
+    let linux = b.spec.linux().as_ref().unwrap();
+    assert_eq!(linux.uid_mappings().as_ref().unwrap()[0].host_id(), 100000);
+    assert_eq!(linux.gid_mappings().as_ref().unwrap()[0].size(), 65536);
+    // The runtime cannot id-map inside a joined userns: plain binds by default.
+    assert_eq!(
+        mount_opts(&b, "/data").unwrap(),
+        vec!["rbind", "rprivate", "rw"]
+    );
+    // With a runtime that can, volumes and anonymous volumes are id-mapped.
+    let opts = RuntimeOptions {
+        idmapped_mounts_in_userns: true,
+        ..Default::default()
+    };
+    let b = build(&c, &sb, &pod, &opts).unwrap();
+    let mounts = b.spec.mounts().clone().unwrap();
+    for dest in ["/data", "/cache"] {
+        let m = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .unwrap();
+        assert!(m.options().clone().unwrap().contains(&"idmap".to_string()));
+        assert_eq!(m.uid_mappings().as_ref().unwrap()[0].host_id(), 100000);
+    }
+    // Pod files are not id-mapped (they are world-readable).
+    assert!(!mount_opts(&b, "/etc/hosts")
+        .unwrap()
+        .contains(&"idmap".to_string()));
+
+    // Explicit CRI mappings in a userns pod need the runtime support.
+    c.mounts[0].uid_mappings = vec![berth_proto::cri::IdMapping {
+        host_id: 5000,
+        container_id: 0,
+        length: 10,
+    }];
+    c.mounts[0].gid_mappings = c.mounts[0].uid_mappings.clone();
+    assert!(matches!(
+        build(&c, &sb, &pod, &Default::default()).unwrap_err(),
+        SpecBuildError::InvalidMount { .. }
+    ));
+    let b = build(&c, &sb, &pod, &opts).unwrap();
+    let data = mounts_of(&b, "/data");
+    assert_eq!(data.uid_mappings().as_ref().unwrap()[0].host_id(), 5000);
+
+    // No pinned userns in the pod facts: refused.
+    pod.user = None;
+    assert!(matches!(
+        build(&c, &sb, &pod, &opts).unwrap_err(),
+        SpecBuildError::MissingNamespace { .. }
+    ));
+}
+
+fn mounts_of(b: &BuiltContainerSpec, dest: &str) -> oci_spec::runtime::Mount {
+    b.spec
+        .mounts()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.destination() == Path::new(dest))
+        .unwrap()
+}
+
+#[test]
+fn explicit_mount_mappings_without_userns_are_idmapped() {
+    let mut c = container(Default::default());
+    let map = berth_proto::cri::IdMapping {
+        host_id: 1000,
+        container_id: 0,
+        length: 1,
+    };
+    c.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/srv/data".into(),
+        uid_mappings: vec![map],
+        gid_mappings: vec![map],
+        ..Default::default()
+    }];
+    let b = build(&c, &sandbox(false), &pod_facts(), &Default::default()).unwrap();
+    let m = mounts_of(&b, "/data");
+    assert_eq!(
+        m.options().clone().unwrap(),
+        vec!["rbind", "rprivate", "rw", "idmap"]
+    );
+    assert_eq!(m.gid_mappings().as_ref().unwrap()[0].host_id(), 1000);
+    c.mounts[0].gid_mappings.clear();
+    assert!(build(&c, &sandbox(false), &pod_facts(), &Default::default()).is_err());
+}
+
+#[test]
+fn container_userns_mode_container_is_refused() {
+    let c = container(LinuxContainerSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            userns_options: Some(berth_proto::cri::UserNamespace {
+                mode: NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = build(&c, &sandbox(false), &pod_facts(), &Default::default()).unwrap_err();
+    assert!(
+        matches!(err, SpecBuildError::UnsupportedUserNamespaceMode { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_invalid_argument());
+}
+
+#[test]
+fn host_network_pod_files_and_hostname() {
+    let mut sb = sandbox(false);
+    sb.hostname.clear();
+    let host_ns = NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ipc: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    sb.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options = Some(host_ns.clone());
+    // The facts as berthd derives them for this pod.
+    let dir = Path::new("/run/berth/pods/sb1");
+    let files = crate::pod_files::pod_file_paths(dir, &sb);
+    let ns = pod_namespaces(&dir.join("bundle"), &sb, None);
+    let pod = super::pod_facts("sb1", "/kubepods/pod1", ns, &files);
+    let c = container(LinuxContainerSecurityContext {
+        namespace_options: Some(host_ns),
+        ..Default::default()
+    });
+    let b = build(&c, &sb, &pod, &Default::default()).unwrap();
+    let nss = ns_of(&b);
+    for t in [
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ] {
+        assert!(!nss.iter().any(|n| n.0 == t), "{t:?} is the host's");
+    }
+    assert_eq!(b.spec.hostname(), &None);
+    // The node's name in HOSTNAME, and the pod's files still bound.
+    let host = nix::unistd::gethostname().unwrap();
+    let env = b.spec.process().as_ref().unwrap().env().clone().unwrap();
+    assert!(env.contains(&format!("HOSTNAME={}", host.to_string_lossy())));
+    assert_eq!(
+        mounts_of(&b, "/etc/hostname").source().as_deref(),
+        Some(dir.join("hostname").as_path())
+    );
+    assert_eq!(
+        mounts_of(&b, "/etc/hosts").source().as_deref(),
+        Some(dir.join("hosts").as_path())
+    );
+    // hostIPC: the host's /dev/shm is bound.
+    assert_eq!(
+        mounts_of(&b, "/dev/shm").source().as_deref(),
+        Some(Path::new("/dev/shm"))
+    );
+}
