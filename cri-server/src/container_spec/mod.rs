@@ -109,6 +109,12 @@ pub enum SpecBuildError {
         /// The name.
         group: String,
     },
+    /// runAsGroup without runAsUser or runAsUsername.
+    #[error("runAsGroup {gid} is specified without runAsUser or runAsUsername")]
+    RunAsGroupWithoutUser {
+        /// The group given.
+        gid: i64,
+    },
     /// A privileged container in a pod that is not privileged.
     #[error("a privileged container is not allowed in a pod that is not privileged")]
     PrivilegedNotAllowed,
@@ -148,6 +154,18 @@ pub enum SpecBuildError {
         profile: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// An AppArmor profile reference is malformed.
+    #[error("invalid AppArmor profile {profile:?}")]
+    InvalidAppArmorProfile {
+        /// The reference as given.
+        profile: String,
+    },
+    /// A Localhost AppArmor profile was asked for but AppArmor is off.
+    #[error("AppArmor profile {profile:?} requested but AppArmor is not enabled on this host")]
+    AppArmorUnavailable {
+        /// The profile name.
+        profile: String,
     },
     /// A Localhost seccomp profile cannot be read.
     #[error("failed to read seccomp profile {path}")]
@@ -531,7 +549,10 @@ pub fn build_container_spec(
     process.set_capabilities(Some(caps));
     process.set_rlimits(None);
     process.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
-    process.set_apparmor_profile(None);
+    process.set_apparmor_profile(security::apparmor_profile(
+        sc,
+        berth_runtime::lsm::apparmor_enabled(),
+    )?);
     process.set_selinux_label(None);
     process.set_oom_score_adj(oom_score_adj);
 

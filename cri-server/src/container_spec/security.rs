@@ -170,6 +170,54 @@ pub fn seccomp_profile(
     }
 }
 
+/// The AppArmor profile: a `Localhost` profile by name when AppArmor is
+/// enabled, refused when it is not (as containerd does, so a pod never runs
+/// without the confinement it asked for); `RuntimeDefault`, `Unconfined` and
+/// none give no profile (berth loads no default AppArmor profile of its
+/// own); privileged containers get none. The deprecated
+/// `apparmor_profile` string is honoured when `apparmor` is unset.
+// Older kubelets and crictl still send only `apparmor_profile`.
+#[allow(deprecated)]
+pub(super) fn apparmor_profile(
+    sc: Option<&LinuxContainerSecurityContext>,
+    apparmor_enabled: bool,
+) -> Result<Option<String>, SpecBuildError> {
+    let Some(sc) = sc.filter(|s| !s.privileged) else {
+        return Ok(None);
+    };
+    let localhost = match &sc.apparmor {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::Localhost) => Some(p.localhost_ref.clone()),
+            Ok(_) => None,
+            Err(_) => {
+                return Err(SpecBuildError::InvalidAppArmorProfile {
+                    profile: p.profile_type.to_string(),
+                })
+            }
+        },
+        None => match sc.apparmor_profile.as_str() {
+            "" | "runtime/default" | "unconfined" => None,
+            other => match other.strip_prefix("localhost/") {
+                Some(name) => Some(name.to_string()),
+                None => {
+                    return Err(SpecBuildError::InvalidAppArmorProfile {
+                        profile: other.to_string(),
+                    })
+                }
+            },
+        },
+    };
+    match localhost {
+        Some(name) if name.is_empty() || name.contains(['\n', '\0']) => {
+            Err(SpecBuildError::InvalidAppArmorProfile { profile: name })
+        }
+        Some(name) if !apparmor_enabled => {
+            Err(SpecBuildError::AppArmorUnavailable { profile: name })
+        }
+        other => Ok(other),
+    }
+}
+
 /// Masked and read-only paths exactly as the CRI gives them (the kubelet
 /// sends containerd's defaults, or empty lists for `procMount: Unmasked`);
 /// none for privileged containers.
@@ -360,6 +408,43 @@ mod tests {
         assert!(seccomp_profile(Some(&sc), &caps).unwrap().is_some());
         sc.seccomp_profile_path = "bogus".into();
         assert!(seccomp_profile(Some(&sc), &caps).is_err());
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn apparmor_localhost_needs_apparmor() {
+        let mut sc = LinuxContainerSecurityContext {
+            apparmor: Some(SecurityProfile {
+                profile_type: ProfileType::Localhost as i32,
+                localhost_ref: "my-profile".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            apparmor_profile(Some(&sc), true).unwrap().as_deref(),
+            Some("my-profile")
+        );
+        assert!(matches!(
+            apparmor_profile(Some(&sc), false).unwrap_err(),
+            SpecBuildError::AppArmorUnavailable { .. }
+        ));
+        sc.privileged = true;
+        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+        sc.privileged = false;
+        sc.apparmor = Some(SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            ..Default::default()
+        });
+        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+        sc.apparmor = None;
+        sc.apparmor_profile = "localhost/other".into();
+        assert_eq!(
+            apparmor_profile(Some(&sc), true).unwrap().as_deref(),
+            Some("other")
+        );
+        sc.apparmor_profile = "bogus".into();
+        assert!(apparmor_profile(Some(&sc), true).is_err());
+        assert_eq!(apparmor_profile(None, false).unwrap(), None);
     }
 
     #[test]

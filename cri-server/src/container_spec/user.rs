@@ -150,6 +150,11 @@ pub fn resolve_user(
         _ => split_user(image_user.trim()),
     };
     if let Some(gid) = run_as_group {
+        // As containerd (and critest checks it): a group needs a user given
+        // in the same context, not one inherited from the image.
+        if run_as_user.is_none() && run_as_username.is_empty() {
+            return Err(SpecBuildError::RunAsGroupWithoutUser { gid });
+        }
         group_part = Some(to_id("runAsGroup", gid)?.to_string());
     }
 
@@ -310,11 +315,17 @@ mod tests {
         s.run_as_group = Some(Int64Value { value: 29 });
         let u = resolve_user(&db, Some(&s), "bob").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 29));
-        // runAsGroup alone keeps the image's user.
+        // runAsGroup alone is refused, as containerd does (critest checks it).
         let mut s = sc();
         s.run_as_group = Some(Int64Value { value: 7 });
-        let u = resolve_user(&db, Some(&s), "bob").unwrap();
+        assert!(matches!(
+            resolve_user(&db, Some(&s), "bob").unwrap_err(),
+            SpecBuildError::RunAsGroupWithoutUser { gid: 7 }
+        ));
+        s.run_as_username = "bob".into();
+        let u = resolve_user(&db, Some(&s), "").unwrap();
         assert_eq!((u.uid, u.gid), (1001, 7));
+        s.run_as_username.clear();
         s.run_as_user = Some(Int64Value { value: -1 });
         assert!(matches!(
             resolve_user(&db, Some(&s), "").unwrap_err(),
