@@ -21,11 +21,15 @@ pub const RUNTIME_NAME: &str = "berth";
 /// The CRI API version served.
 pub const RUNTIME_API_VERSION: &str = "v1";
 
-/// What berth's runtime handler supports, as `Status` advertises it. Only
-/// what works end to end is claimed: recursive read-only mounts and pod
-/// user namespaces are not wired through the spec builder and shim yet.
+/// What berth's runtime handler supports, as `Status` advertises it.
+/// Recursive read-only mounts work (`rro`: mount_setattr with AT_RECURSIVE
+/// in berth-runtime; critest's four specs pass). Pod user namespaces are
+/// NOT claimed: the shim makes and pins the pod's user namespace, but
+/// berth-runtime joins a container's namespaces user-first, and joining the
+/// pod netns (owned by the host user namespace) from inside the pod's user
+/// namespace fails with EPERM, so a container cannot start in such a pod.
 pub const HANDLER_FEATURES: cri::RuntimeHandlerFeatures = cri::RuntimeHandlerFeatures {
-    recursive_read_only_mounts: false,
+    recursive_read_only_mounts: true,
     user_namespaces: false,
 };
 

@@ -75,6 +75,8 @@ pub(crate) fn runtime_options() -> RuntimeOptions {
         cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         swap_controller: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
             || Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
+        // Anything else keeps the spec builder's conservative default.
+        ..Default::default()
     }
 }
 
