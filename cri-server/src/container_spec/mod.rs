@@ -11,6 +11,7 @@
 //! driver is supported (`cgroupsPath` = `<pod cgroup parent>/<container id>`).
 
 mod command;
+pub mod mount_targets;
 mod mounts;
 mod resources;
 pub mod sandbox;
@@ -32,6 +33,7 @@ use oci_spec::runtime::{
 use oci_spec::OciSpecError;
 
 pub use command::{process_args, process_env, working_dir, DEFAULT_PATH_ENV};
+pub use mount_targets::{create_mount_targets, MountTargetError};
 pub use mounts::{AnonymousVolume, DeviceInfo, DeviceLookup, HostDevices};
 pub use resources::linux_resources;
 pub use sandbox::{

@@ -18,6 +18,10 @@
 //! [`PodUserNamespace::host_root_uid`]/[`PodUserNamespace::host_root_gid`], or
 //! at least chown the upperdir and workdir to those ids so the container's
 //! root owns `/`. Files of the image then show as `nobody` but stay readable.
+//! Either way the caller must also run
+//! [`super::create_mount_targets`] on the mounted rootfs before creating the
+//! container: the runtime mounts after joining the user namespace, where it
+//! cannot create `/etc/hosts` & co. in the image's (unmapped) directories.
 
 use berth_proto::cri::{IdMapping, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
