@@ -536,3 +536,142 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::network::{CniConfig, Network};
+    use crate::pods::PodsConfig;
+    use crate::store::Store;
+
+    fn service(dir: &std::path::Path) -> CriRuntimeService {
+        let (store, _) = Store::open(&dir.join("root")).unwrap();
+        let cfg = PodsConfig {
+            state: dir.join("state"),
+            root: dir.join("root"),
+            cri_socket: dir.join("state/berth.sock"),
+            shim_path: dir.join("no-shim"),
+            cgroup_parent: "/berth".into(),
+            exec_sync_max_output: 1024,
+        };
+        let net = Network::new(
+            CniConfig {
+                conf_dir: dir.join("empty-cni"),
+                bin_dirs: vec![],
+            },
+            dir.join("cache"),
+        );
+        CriRuntimeService::new(Arc::new(PodManager::new(cfg, Arc::new(store), net)))
+    }
+
+    #[tokio::test]
+    async fn status_config_and_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let st = svc
+            .status(Request::new(cri::StatusRequest { verbose: true }))
+            .await
+            .unwrap()
+            .into_inner();
+        let conds = st.status.unwrap().conditions;
+        assert!(conds[0].r#type == "RuntimeReady" && conds[0].status);
+        assert!(conds[1].r#type == "NetworkReady" && !conds[1].status);
+        assert!(!conds[1].message.is_empty());
+        assert!(st.features.unwrap().supplemental_groups_policy);
+        assert!(st.info.contains_key("config"));
+        let rc = svc
+            .runtime_config(Request::new(cri::RuntimeConfigRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            rc.linux.unwrap().cgroup_driver,
+            cri::CgroupDriver::Cgroupfs as i32
+        );
+        // Unknown ids: status NotFound, stop and remove succeed.
+        let id = "0".repeat(64);
+        let err = svc
+            .pod_sandbox_status(Request::new(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let err = svc
+            .container_status(Request::new(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        svc.stop_pod_sandbox(Request::new(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+        svc.remove_pod_sandbox(Request::new(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+        svc.stop_container(Request::new(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        }))
+        .await
+        .unwrap();
+        svc.remove_container(Request::new(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+        let err = svc
+            .exec_sync(Request::new(cri::ExecSyncRequest {
+                container_id: id,
+                cmd: vec!["true".into()],
+                timeout: 0,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let err = svc
+            .exec(Request::new(cri::ExecRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        // A pod without metadata is refused before any work.
+        let err = svc
+            .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig::default()),
+                runtime_handler: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = svc
+            .run_pod_sandbox(Request::new(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "n".into(),
+                        uid: "u".into(),
+                        namespace: "ns".into(),
+                        attempt: 0,
+                    }),
+                    ..Default::default()
+                }),
+                runtime_handler: "nope".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let listed = svc
+            .list_pod_sandbox(Request::new(cri::ListPodSandboxRequest { filter: None }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.items.is_empty());
+    }
+}
