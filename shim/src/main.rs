@@ -5,14 +5,24 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use berth_shim::{daemon, helper, sandbox};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
+/// Logs to stderr (the pod's shim.log or containerd's log FIFO). Level
+/// from `BERTH_SHIM_LOG` (error/warn/info/debug/trace), else `-debug`.
+/// A plain level, not an env-filter: its regex engine would add resident
+/// text to every shim.
 fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter =
-        EnvFilter::try_from_env("BERTH_SHIM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let default = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let level = std::env::var("BERTH_SHIM_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(default);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init();

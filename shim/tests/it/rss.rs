@@ -15,6 +15,28 @@ fn kib(file: &str, field: &str) -> u64 {
         .unwrap()
 }
 
+/// Resident KiB per mapped file (or [heap], [stack], anonymous), largest first.
+fn top_mappings(pid: i32) -> String {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut name = String::new();
+    for l in smaps.lines() {
+        if let Some(kb) = l.strip_prefix("Rss:") {
+            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            *by_name.entry(name.clone()).or_default() += kb;
+        } else if l.split_whitespace().next().is_some_and(|f| f.contains('-')) {
+            name = l.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
+        }
+    }
+    let mut v: Vec<_> = by_name.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v.iter()
+        .take(6)
+        .map(|(n, k)| format!("  {k:>6} {n}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn idle_shim_with_one_container_stays_small() {
     let netns = Netns::new();
@@ -36,6 +58,7 @@ fn idle_shim_with_one_container_stays_small() {
     let pid = pod.shim_pid;
     let rss = kib(&format!("/proc/{pid}/status"), "VmRSS:");
     let rollup = format!("/proc/{pid}/smaps_rollup");
+    eprintln!("largest mappings (KiB):\n{}", top_mappings(pid));
     // Anonymous memory (heap, stacks): file pages of the binary are shared
     // by every shim on the host.
     let private = kib(&rollup, "Anonymous:");

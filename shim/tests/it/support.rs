@@ -26,6 +26,12 @@ use tempfile::TempDir;
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
 
+/// The shim binary to drive: `BERTH_SHIM_BIN` (e.g. a release build, to
+/// measure memory) or the one cargo built with the tests.
+pub fn shim_bin() -> String {
+    std::env::var("BERTH_SHIM_BIN").unwrap_or_else(|_| SHIM.to_string())
+}
+
 /// A unique short suffix for ids, cgroups and netns names.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -127,7 +133,7 @@ impl Pod {
         events.start().unwrap();
         let pod_dir = dir.path().join("pods").join(&id);
         fs::create_dir_all(&pod_dir).unwrap();
-        let out = Command::new(SHIM)
+        let out = Command::new(shim_bin())
             .args([
                 "-namespace",
                 "berth",
