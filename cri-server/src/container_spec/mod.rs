@@ -1,14 +1,18 @@
-//! The OCI runtime spec of a container, built from the CRI `ContainerConfig`,
-//! its pod's `PodSandboxConfig`, the image config and facts about the pod
-//! (namespace paths, pod files, cgroup parent).
+//! The OCI runtime specs of a pod: the sandbox task's ([`sandbox`]) and each
+//! container's, built from the CRI `ContainerConfig`, its pod's
+//! `PodSandboxConfig`, the image config and facts about the pod (namespace
+//! paths, pod files, cgroup parent).
 //!
-//! Pure decisions only: nothing here touches the container's rootfs or the
-//! host, except reading a `Localhost` seccomp profile and looking devices up
-//! through the [`DeviceLookup`] seam. The caller reads the image's
+//! [`build_container_spec`] decides only: it touches neither the container's
+//! rootfs nor the host, except reading a `Localhost` seccomp profile, the
+//! host name (hostNetwork pods), whether AppArmor is enabled, and looking
+//! devices up through the [`DeviceLookup`] seam. The caller reads the image's
 //! /etc/passwd and /etc/group into a [`UserDb`], creates the anonymous volume
 //! directories and missing hostPath directories listed in
-//! [`BuiltContainerSpec`], and writes the spec. Only the `cgroupfs` cgroup
-//! driver is supported (`cgroupsPath` = `<pod cgroup parent>/<container id>`).
+//! [`BuiltContainerSpec`], runs [`create_mount_targets`] for pods with a user
+//! namespace ([`userns`] explains why), and writes the spec. Only the
+//! `cgroupfs` cgroup driver is supported (`cgroupsPath` =
+//! `<pod cgroup parent>/<container id>`).
 
 mod command;
 pub mod mount_targets;
