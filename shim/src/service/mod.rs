@@ -688,3 +688,91 @@ fn proc_mut<'a>(t: &'a mut Task, exec_id: &str) -> Option<&'a mut Proc> {
         t.execs.get_mut(exec_id)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::events::NoEvents;
+
+    fn service() -> Arc<Service> {
+        Service::new(
+            Reaper::default(),
+            PathBuf::from("/nonexistent"),
+            Arc::new(NoEvents),
+            Box::new(|| {}),
+        )
+    }
+
+    fn host_sandbox(dir: &Path) -> CreateRequest {
+        let spec = r#"{"ociVersion":"1.2.0","annotations":
+            {"io.kubernetes.cri.container-type":"sandbox"},"linux":{"namespaces":[]}}"#;
+        std::fs::write(dir.join("config.json"), spec).unwrap();
+        CreateRequest {
+            id: "pod".into(),
+            bundle: dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_namespace_sandbox_lives_until_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service();
+        let pid = svc.create(host_sandbox(dir.path())).unwrap();
+        assert_eq!(pid, std::process::id() as i32);
+        let r = ProcRef {
+            id: "pod",
+            exec_id: "",
+        };
+        assert!(matches!(
+            svc.create(host_sandbox(dir.path())),
+            Err(TaskError::AlreadyExists(_))
+        ));
+        assert_eq!(svc.start(r).unwrap(), pid);
+        assert!(matches!(svc.delete(r), Err(TaskError::Precondition(_))));
+        let waiter = {
+            let svc = svc.clone();
+            std::thread::spawn(move || {
+                svc.wait(ProcRef {
+                    id: "pod",
+                    exec_id: "",
+                })
+                .unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        svc.kill(r, 15, false).unwrap();
+        assert_eq!(waiter.join().unwrap().code, 0);
+        assert_eq!(svc.state(r).unwrap().status, ProcStatus::Stopped);
+        assert!(matches!(svc.stats("pod"), Err(TaskError::Precondition(_))));
+        svc.delete(r).unwrap();
+        assert!(matches!(svc.state(r), Err(TaskError::NotFound(_))));
+        assert!(svc.shutdown(false));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_their_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service();
+        let missing = CreateRequest {
+            id: "x".into(),
+            bundle: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        assert!(matches!(svc.create(missing), Err(TaskError::Invalid(_))));
+        let empty = CreateRequest::default();
+        assert!(matches!(svc.create(empty), Err(TaskError::Invalid(_))));
+        let r = ProcRef {
+            id: "nope",
+            exec_id: "",
+        };
+        assert!(matches!(svc.kill(r, 9, false), Err(TaskError::NotFound(_))));
+        assert!(matches!(
+            svc.kill(r, 999, false),
+            Err(TaskError::Invalid(_))
+        ));
+        assert!(matches!(svc.wait(r), Err(TaskError::NotFound(_))));
+    }
+}
