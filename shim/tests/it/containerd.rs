@@ -105,6 +105,15 @@ impl Drop for PrivateContainerd {
                 let _ = c.wait();
             }
         }
+        // A shim containerd did not shut down (a failed run) still names
+        // this containerd's socket on its command line.
+        let sock = self.socket().display().to_string();
+        for pid in pids_with_arg(&sock) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for m in mounts_under(self.dir.path()).into_iter().rev() {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -117,6 +126,21 @@ impl Drop for PrivateContainerd {
             let _ = fs::remove_dir(ctrl.path().join(&self.namespace));
         }
     }
+}
+
+/// Pids whose command line has `arg` as one argument.
+fn pids_with_arg(arg: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 #[test]
