@@ -3,6 +3,7 @@
 //! shim), plus the containerd-shim [`Shim`] glue for the server itself.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts};
 use containerd_shim_protos::shim_sync::create_task;
 use containerd_shim_protos::ttrpc::Server;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
@@ -96,9 +98,7 @@ pub fn start(flags: &Flags) -> Result<String, StartError> {
     if flags.namespace.is_empty() {
         return Err(StartError::Missing("namespace"));
     }
-    // containerd may pass runtime options on stdin; nothing in them applies.
-    let mut ignored = Vec::new();
-    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
+    drain_stdin();
 
     let address = socket_address(flags);
     let path = PathBuf::from(address.trim_start_matches("unix://"));
@@ -157,6 +157,30 @@ pub fn start(flags: &Flags) -> Result<String, StartError> {
     }
     write_address_file(&address)?;
     Ok(address)
+}
+
+/// containerd passes runtime options on stdin (nothing in them applies to
+/// berth-shim); read what is there without ever blocking on a terminal or
+/// on a pipe nobody writes to or closes.
+fn drain_stdin() {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut total = 0usize;
+    while total < (1 << 20) {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }
 
 /// containerd-shim's server reads `./address` when it shuts down.
