@@ -10,10 +10,14 @@
 //!   container cgroup (the namespace root is the cgroup at unshare time);
 //! - pid and time by path, and new time: entered by the *parent* before the
 //!   clone (they only apply to children) and restored right after;
-//! - every other path: `setns` in the child, user first.
+//! - every other path: `setns` in the child, user first — except the
+//!   namespaces a joined user namespace does not own (a pod's network
+//!   namespace made on the host): those are joined before `setns(user)`,
+//!   since inside the child user namespace the process has no privilege
+//!   over namespaces owned by its ancestors.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -120,6 +124,55 @@ pub fn open_ns(typ: LinuxNamespaceType, path: &Path) -> Result<JoinNs, Namespace
         path: path.to_path_buf(),
         fd,
     })
+}
+
+/// Identity (device, inode) of an open namespace file.
+fn ns_identity(fd: &OwnedFd) -> Option<(u64, u64)> {
+    nix::sys::stat::fstat(fd.as_fd())
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The user namespace owning the namespace `fd` refers to (`NS_GET_USERNS`).
+fn owning_userns(fd: &OwnedFd) -> Result<OwnedFd, nix::Error> {
+    // _IO(0xb7, 0x1) from linux/nsfs.h.
+    const NS_GET_USERNS: libc::Ioctl = 0xb701;
+    // SAFETY: NS_GET_USERNS takes no argument; `fd` is a valid open
+    // namespace file for the duration of the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_USERNS) };
+    if r < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: on success the ioctl returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Puts the namespaces a joined user namespace does not own before it (see
+/// the module doc); the rest keep their order after it. Without a user
+/// namespace among `joins` the order is unchanged.
+pub fn order_joins(joins: Vec<JoinNs>) -> Vec<JoinNs> {
+    let Some(user_id) = joins
+        .iter()
+        .find(|j| j.typ == LinuxNamespaceType::User)
+        .and_then(|j| ns_identity(&j.fd))
+    else {
+        return joins;
+    };
+    let (mut before, mut rest) = (Vec::new(), Vec::new());
+    for j in joins {
+        let foreign = j.typ != LinuxNamespaceType::User
+            && owning_userns(&j.fd)
+                .ok()
+                .and_then(|owner| ns_identity(&owner))
+                .is_some_and(|owner| owner != user_id);
+        if foreign {
+            before.push(j);
+        } else {
+            rest.push(j);
+        }
+    }
+    before.extend(rest);
+    before
 }
 
 /// `setns(2)` into an opened namespace.
@@ -338,6 +391,86 @@ pub fn paths_of(pid: i32) -> BTreeMap<String, PathBuf> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A process in a new user namespace (and, with `own_net`, a network
+    /// namespace that user namespace owns); killed on drop.
+    struct NsHolder(std::process::Child);
+    impl NsHolder {
+        fn start(own_net: bool) -> Self {
+            let mut cmd = std::process::Command::new("unshare");
+            cmd.args(["--user", "--map-root-user"]);
+            if own_net {
+                cmd.arg("--net");
+            }
+            let child = cmd.args(["sleep", "30"]).spawn().unwrap();
+            let me = std::fs::metadata("/proc/self/ns/user").unwrap().ino();
+            let path = format!("/proc/{}/ns/user", child.id());
+            for _ in 0..200 {
+                if std::fs::metadata(&path)
+                    .map(|m| m.ino() != me)
+                    .unwrap_or(false)
+                {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            NsHolder(child)
+        }
+        fn ns(&self, typ: LinuxNamespaceType) -> JoinNs {
+            open_ns(
+                typ,
+                Path::new(&format!("/proc/{}/ns/{}", self.0.id(), proc_name(typ))),
+            )
+            .unwrap()
+        }
+    }
+    impl Drop for NsHolder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn host_owned_namespaces_are_joined_before_a_child_user_ns() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let pod = NsHolder::start(true);
+        let host_net =
+            open_ns(LinuxNamespaceType::Network, Path::new("/proc/self/ns/net")).unwrap();
+        let joins = vec![
+            pod.ns(LinuxNamespaceType::User),
+            pod.ns(LinuxNamespaceType::Ipc),
+            host_net,
+        ];
+        let order: Vec<_> = order_joins(joins).into_iter().map(|j| j.typ).collect();
+        // The host's netns and ipc ns (the holder kept the host's ipc) come
+        // first; nothing the pod's user namespace owns is ahead of it.
+        assert_eq!(order[2], LinuxNamespaceType::User, "{order:?}");
+        let pod_net = vec![
+            pod.ns(LinuxNamespaceType::User),
+            pod.ns(LinuxNamespaceType::Network),
+        ];
+        let order: Vec<_> = order_joins(pod_net).into_iter().map(|j| j.typ).collect();
+        assert_eq!(
+            order,
+            [LinuxNamespaceType::User, LinuxNamespaceType::Network]
+        );
+    }
+
+    #[test]
+    fn order_is_kept_without_a_user_namespace() {
+        let joins = vec![
+            open_ns(LinuxNamespaceType::Uts, Path::new("/proc/self/ns/uts")).unwrap(),
+            open_ns(LinuxNamespaceType::Network, Path::new("/proc/self/ns/net")).unwrap(),
+        ];
+        let order: Vec<_> = order_joins(joins).into_iter().map(|j| j.typ).collect();
+        assert_eq!(
+            order,
+            [LinuxNamespaceType::Uts, LinuxNamespaceType::Network]
+        );
+    }
 
     fn spec_with(ns: &str) -> Spec {
         let json = format!(

@@ -227,9 +227,9 @@ fn become_root() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Joins the namespaces at `paths` (in order, user first), becoming root of
-/// a joined user namespace right after entering it. Shared by the init and
-/// `exec` children.
+/// Joins the namespaces at `paths` (user first, after those it does not
+/// own — see `namespaces::order_joins`), becoming root of a joined user
+/// namespace right after entering it. Shared by the init and `exec` children.
 pub(super) fn join_namespaces(paths: &[(LinuxNamespaceType, PathBuf)]) -> Result<(), InitError> {
     // Open every file first: after setns(mnt) the paths would resolve in
     // the other mount namespace.
@@ -238,7 +238,7 @@ pub(super) fn join_namespaces(paths: &[(LinuxNamespaceType, PathBuf)]) -> Result
         .filter(|(t, p)| !namespaces::is_current(*t, p))
         .map(|(t, p)| namespaces::open_ns(*t, p))
         .collect::<Result<Vec<_>, _>>()?;
-    for ns in &joins {
+    for ns in &namespaces::order_joins(joins) {
         namespaces::join(ns)?;
         if ns.typ == LinuxNamespaceType::User {
             become_root()?;
