@@ -42,6 +42,10 @@ struct IdlePod {
     pod: Pod,
     c: String,
     _netns: Netns,
+    /// Sandbox create+start, then container create+start, as berthd runs them.
+    took: std::time::Duration,
+    /// Of which: sandbox create, container create, container start.
+    steps: [std::time::Duration; 3],
 }
 
 impl IdlePod {
@@ -51,20 +55,29 @@ impl IdlePod {
         let rootfs_src = pod.dir.path().join("rootfs-src");
         busybox_rootfs(&rootfs_src);
         let sb = pod.sandbox_bundle(&sandbox_spec(Some(&netns.path()), "rss", false));
-        pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap();
-        pod.start_task(&pod.id, "").unwrap();
         let c = unique("rss");
         let log = pod.dir.path().join("rss.log");
         let cri = format!("cri://{}", log.display());
         let spec = container_spec(&c, &sb, &netns.path(), &["sleep", "1000"]);
         let b = pod.bundle(&c, &spec);
+        let t0 = std::time::Instant::now();
+        pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap();
+        let t_sandbox = t0.elapsed();
+        pod.start_task(&pod.id, "").unwrap();
+        let t1 = std::time::Instant::now();
         pod.create(&c, &b, Some(&rootfs_src), ["", &cri, &cri])
             .unwrap_or_else(|e| panic!("create: {e}\n{}", pod.shim_log()));
+        let t_create = t1.elapsed();
+        let t2 = std::time::Instant::now();
         pod.start_task(&c, "").unwrap();
+        let steps = [t_sandbox, t_create, t2.elapsed()];
+        let took = t0.elapsed();
         IdlePod {
             pod,
             c,
             _netns: netns,
+            took,
+            steps,
         }
     }
 
@@ -101,6 +114,22 @@ fn idle_shim_memory_per_pod() {
         .map(|p| kib(&format!("/proc/{}/smaps_rollup", p.pod.shim_pid), "Pss:"))
         .sum();
     let per_pod = pss_total / PODS as u64;
+    let mut took: Vec<_> = pods.iter().map(|p| p.took).collect();
+    took.sort();
+    let median = |i: usize| {
+        let mut v: Vec<_> = pods.iter().map(|p| p.steps[i]).collect();
+        v.sort();
+        v[PODS / 2]
+    };
+    eprintln!(
+        "shim calls for sandbox + container create/start: median {:?}, max {:?} \
+         (sandbox create {:?}, container create {:?}, start {:?})",
+        took[PODS / 2],
+        took[PODS - 1],
+        median(0),
+        median(1),
+        median(2)
+    );
     eprintln!(
         "berth-shim, one idle container: VmRSS {rss} KiB, anonymous {anon} KiB; \
          {PODS} shims: Pss {pss_total} KiB = {per_pod} KiB per pod"
