@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
-    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-    StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+    DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest,
+    PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse,
+    StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim::protos::types::task::{ProcessInfo, Status};
@@ -120,6 +121,7 @@ impl Task for TaskApi {
         let s = match st.status {
             ProcStatus::Created => Status::CREATED,
             ProcStatus::Running => Status::RUNNING,
+            ProcStatus::Paused => Status::PAUSED,
             ProcStatus::Stopped => Status::STOPPED,
         };
         let [stdin, stdout, stderr] = st.stdio;
@@ -184,6 +186,16 @@ impl Task for TaskApi {
                 process,
             )
             .map_err(status)?;
+        Ok(Empty::new())
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        self.svc.set_paused(&req.id, true).map_err(status)?;
+        Ok(Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        self.svc.set_paused(&req.id, false).map_err(status)?;
         Ok(Empty::new())
     }
 

@@ -43,6 +43,8 @@ pub enum ProcStatus {
     Created,
     /// Running.
     Running,
+    /// Frozen (cgroup freezer).
+    Paused,
     /// Exited.
     Stopped,
 }

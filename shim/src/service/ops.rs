@@ -144,7 +144,7 @@ impl Service {
         let (bundle, kind_sandbox, mounted, status, pid) = {
             let inner = self.lock();
             let t = task(&inner, r.id)?;
-            if t.init.status == ProcStatus::Running {
+            if matches!(t.init.status, ProcStatus::Running | ProcStatus::Paused) {
                 return Err(TaskError::Precondition(format!(
                     "{}: cannot delete a running task",
                     r.id
@@ -218,6 +218,28 @@ impl Service {
             tracing::debug!("last task deleted");
         }
         Ok((pid, exit))
+    }
+
+    /// Freezes (`pause`) or thaws a running container.
+    pub fn set_paused(&self, id: &str, pause: bool) -> Result<(), TaskError> {
+        self.container_only(id, if pause { "pause" } else { "resume" })?;
+        let mut c = Container::load(&self.root, id).map_err(runtime_err(id))?;
+        if pause {
+            c.pause().map_err(runtime_err(id))?;
+        } else {
+            c.resume().map_err(runtime_err(id))?;
+        }
+        let mut inner = self.lock();
+        if let Some(t) = inner.tasks.get_mut(id) {
+            if t.init.status != ProcStatus::Stopped {
+                t.init.status = if pause {
+                    ProcStatus::Paused
+                } else {
+                    ProcStatus::Running
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Pids of a task (every process of its cgroup, or the pod init).

@@ -6,8 +6,8 @@ use std::fs;
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    CloseIORequest, ExecProcessRequest, PidsRequest, ResizePtyRequest, StateRequest, StatsRequest,
-    UpdateTaskRequest,
+    CloseIORequest, ExecProcessRequest, PauseRequest, PidsRequest, ResizePtyRequest, ResumeRequest,
+    StateRequest, StatsRequest, UpdateTaskRequest,
 };
 use containerd_shim_protos::cgroups::metrics::Metrics;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -269,6 +269,18 @@ fn pod_with_containers_exec_stats_logs_and_shutdown() {
     )
     .unwrap();
     assert_eq!(m.pids.limit, 77);
+
+    // Pause / Resume through the freezer.
+    let mut pa = PauseRequest::new();
+    pa.id = c2.clone();
+    pod.client.pause(Context::default(), &pa).unwrap();
+    let state = pod.client.state(Context::default(), &st).unwrap();
+    assert_eq!(state.status.enum_value().unwrap(), Status::PAUSED);
+    let mut re = ResumeRequest::new();
+    re.id = c2.clone();
+    pod.client.resume(Context::default(), &re).unwrap();
+    let state = pod.client.state(Context::default(), &st).unwrap();
+    assert_eq!(state.status.enum_value().unwrap(), Status::RUNNING);
 
     // Kill + Wait: 128 + SIGKILL, recorded in exit.json.
     pod.kill(&c2, "", 9, false).unwrap();
