@@ -12,6 +12,38 @@ use tracing_subscriber::filter::LevelFilter;
 /// A plain level, not an env-filter: its regex engine would add resident
 /// text to every shim.
 fn init_logging(debug: bool) {
+    let _ = subscriber(debug).with_writer(std::io::stderr).try_init();
+}
+
+/// The helper's logging goes to a private copy of stderr (above the fds
+/// 3-5 that carry the container's stdio): the process it clones replaces
+/// fd 2 with the container's stderr while the runtime still logs its
+/// set-up, and those lines belong in the shim's log, not the container's.
+fn init_helper_logging() {
+    use std::os::fd::{AsFd, FromRawFd};
+    let copy = nix::fcntl::fcntl(
+        std::io::stderr().as_fd(),
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10),
+    );
+    match copy {
+        Ok(fd) => {
+            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+            let file = unsafe { std::fs::File::from_raw_fd(fd) };
+            let _ = subscriber(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+        Err(_) => init_logging(false),
+    }
+}
+
+fn subscriber(
+    debug: bool,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    LevelFilter,
+> {
     let default = if debug {
         LevelFilter::DEBUG
     } else {
@@ -21,11 +53,9 @@ fn init_logging(debug: bool) {
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
         .unwrap_or(default);
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Fewer malloc arenas: the server's threads are idle nearly always and
@@ -43,7 +73,7 @@ fn main() -> ExitCode {
     // Hidden roles first, before containerd-shim parses anything.
     match argv.get(1).and_then(|a| a.to_str()) {
         Some(helper::HELPER_ARG) => {
-            init_logging(false);
+            init_helper_logging();
             return helper::main();
         }
         Some(sandbox::POD_INIT_ARG) => return sandbox::pod_init_main(),

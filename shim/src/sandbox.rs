@@ -20,15 +20,19 @@ use serde::{Deserialize, Serialize};
 pub const POD_INIT_ARG: &str = "__berth_pod_init";
 
 /// Namespace kinds the shim creates and pins, in pin order.
-const PINNED: [&str; 4] = ["user", "ipc", "uts", "pid"];
+const PINNED: [&str; 5] = ["user", "net", "ipc", "uts", "pid"];
 
 /// What the sandbox task asks for (decoded from its config.json).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SandboxRequest {
     /// The bundle; pins go to `<bundle>/ns/`.
     pub bundle: PathBuf,
-    /// Pinned network namespace to join (None: host network).
+    /// Pinned network namespace to join (None: host network, or `net`).
     pub netns: Option<PathBuf>,
+    /// New network namespace (owned by the pod's user namespace when there
+    /// is one), pinned at `<bundle>/ns/net` with loopback up; the client
+    /// runs CNI on that path after Create.
+    pub net: bool,
     /// New IPC namespace.
     pub ipc: bool,
     /// New UTS namespace.
@@ -91,7 +95,8 @@ impl SandboxRequest {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
             let path = ns.path().clone();
             match (ns.typ(), path) {
-                (LinuxNamespaceType::Network, p) => req.netns = p,
+                (LinuxNamespaceType::Network, Some(p)) => req.netns = Some(p),
+                (LinuxNamespaceType::Network, None) => req.net = true,
                 (LinuxNamespaceType::Ipc, None) => req.ipc = true,
                 (LinuxNamespaceType::Uts, None) => req.uts = true,
                 (LinuxNamespaceType::Pid, None) => req.pid = true,
@@ -123,7 +128,7 @@ impl SandboxRequest {
 
     /// Whether anything has to be created at all.
     pub fn needs_helper(&self) -> bool {
-        self.ipc || self.uts || self.pid || self.user.is_some()
+        self.ipc || self.uts || self.pid || self.net || self.user.is_some()
     }
 }
 
@@ -218,6 +223,7 @@ fn parent_side(
     for name in PINNED {
         let wanted = match name {
             "user" => req.user.is_some(),
+            "net" => req.net,
             "ipc" => req.ipc,
             "uts" => req.uts,
             _ => req.pid,
@@ -322,8 +328,14 @@ fn ns_child(
         if req.pid {
             flags |= CloneFlags::CLONE_NEWPID;
         }
+        if req.net {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
         if !flags.is_empty() {
             unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+        }
+        if req.net {
+            loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
         }
         if let Some(h) = &req.hostname {
             nix::unistd::sethostname(h).map_err(|e| format!("sethostname({h}): {e}"))?;
@@ -350,6 +362,35 @@ fn ns_child(
     let mut l = String::new();
     let _ = input.read_line(&mut l);
     0
+}
+
+/// Sets IFF_UP on `lo` of the current network namespace.
+fn loopback_up() -> Result<(), std::io::Error> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own
+    // for the duration of each call.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Pod init side of the fork: plain stdio, then exec the pod init.
@@ -438,6 +479,10 @@ mod tests {
         let r = SandboxRequest::from_spec(Path::new("/b"), &s).unwrap();
         assert!(!r.needs_helper());
         assert_eq!(r.hostname, None);
+        // network without a path: the shim makes (and pins) a new one.
+        let s = spec(r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"network"}]}}"#);
+        let r = SandboxRequest::from_spec(Path::new("/b"), &s).unwrap();
+        assert!(r.net && r.netns.is_none() && r.needs_helper());
         // joining an ipc namespace by path is not a pod's business.
         let s =
             spec(r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"ipc","path":"/x"}]}}"#);

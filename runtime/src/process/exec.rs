@@ -49,10 +49,6 @@ fn exec(cfg: &ExecConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     // CVE-2019-5736: see process::init — never enter the container dumpable.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| InitError::sys("prctl(PR_SET_DUMPABLE)", e))?;
-    // Library callers hand the process its stdio as fds (ExecOptions.stdio).
-    if let Some(fds) = cfg.stdio {
-        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
-    }
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
     super::init::join_namespaces(cfg.join)?;
     if cfg.process.terminal().unwrap_or(false) {
@@ -67,6 +63,12 @@ fn exec(cfg: &ExecConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     }
     if let Some(p) = cfg.personality {
         crate::personality::apply(p)?;
+    }
+    // Library callers hand the process its stdio as fds (ExecOptions.stdio),
+    // installed only now so the set-up's own log lines stay out of the
+    // container's output (a terminal already has the pty as stdio).
+    if let (Some(fds), false) = (cfg.stdio, cfg.process.terminal().unwrap_or(false)) {
+        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
     }
     let fin = Finalize {
         process: cfg.process,

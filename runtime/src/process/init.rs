@@ -80,10 +80,6 @@ fn init(
     // Die with `create` while it still supervises us.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| InitError::sys("prctl(PR_SET_PDEATHSIG)", e))?;
-    // Library callers hand the process its stdio as fds (CreateOptions.stdio).
-    if let Some(fds) = cfg.stdio {
-        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
-    }
     let chan = chan_slot
         .as_ref()
         .ok_or_else(|| InitError::Invalid("init channel missing".into()))?;
@@ -180,6 +176,12 @@ fn init(
         crate::personality::apply(p)?;
     }
 
+    // Library callers hand the process its stdio as fds (CreateOptions.stdio),
+    // installed only now so the set-up's own log lines stay out of the
+    // container's output (a terminal already has the pty as stdio).
+    if let (Some(fds), false) = (cfg.stdio, process.terminal().unwrap_or(false)) {
+        sys::install_stdio(fds).map_err(|e| InitError::sys("installing stdio", e))?;
+    }
     let fin = Finalize {
         process,
         seccomp: cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),

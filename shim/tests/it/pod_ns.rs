@@ -53,10 +53,10 @@ fn containers_share_the_pod_pid_namespace_with_the_pod_init() {
 fn user_namespace_pod_pins_its_namespaces_with_the_mapping() {
     let pod = Pod::start();
     let mut spec = sandbox_spec(None, "userpod", false);
-    spec["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
+    let nss = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    nss.push(json!({"type": "user"}));
+    // No path: the shim makes the pod's netns, owned by the pod's userns.
+    nss.push(json!({"type": "network"}));
     let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     spec["linux"]["uidMappings"] = map.clone();
     spec["linux"]["gidMappings"] = map;
@@ -64,7 +64,7 @@ fn user_namespace_pod_pins_its_namespaces_with_the_mapping() {
     pod.create(&pod.id, &sb, None, ["", "", ""])
         .unwrap_or_else(|e| panic!("sandbox: {e}\n{}", pod.shim_log()));
     let ino = |p: &Path| fs::metadata(p).unwrap().ino();
-    for ns in ["user", "ipc", "uts"] {
+    for ns in ["user", "net", "ipc", "uts"] {
         let pin = sb.join("ns").join(ns);
         assert!(pin.exists(), "{ns} not pinned");
         assert_ne!(
@@ -77,7 +77,12 @@ fn user_namespace_pod_pins_its_namespaces_with_the_mapping() {
     let out = Command::new("nsenter")
         .arg(format!("--user={}", sb.join("ns/user").display()))
         .arg(format!("--uts={}", sb.join("ns/uts").display()))
-        .args(["sh", "-c", "hostname; cat /proc/self/uid_map"])
+        .arg(format!("--net={}", sb.join("ns/net").display()))
+        .args([
+            "sh",
+            "-c",
+            "hostname; cat /proc/self/uid_map; ip -o link show",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -85,6 +90,44 @@ fn user_namespace_pod_pins_its_namespaces_with_the_mapping() {
     assert!(text.starts_with("userpod\n"), "{text}");
     let map: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(map, ["0", "100000", "65536"]);
+    // A fresh netns: only lo, and it is up.
+    let links: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(
+        links[0].contains(": lo:") && links[0].contains(",UP"),
+        "{links:?}"
+    );
+    // A container joins the pod's user, network, ipc and uts namespaces.
+    let rootfs_src = pod.dir.path().join("rootfs-src");
+    busybox_rootfs(&rootfs_src);
+    let c = unique("userc");
+    let ns = sb.join("ns");
+    let mut cspec = container_spec(
+        &c,
+        &sb,
+        &ns.join("net"),
+        &["sh", "-c", "hostname; cat /proc/self/uid_map"],
+    );
+    cspec["linux"]["namespaces"] = json!([
+        {"type": "user", "path": ns.join("user")},
+        {"type": "pid"},
+        {"type": "network", "path": ns.join("net")},
+        {"type": "ipc", "path": ns.join("ipc")},
+        {"type": "uts", "path": ns.join("uts")},
+        {"type": "mount"},
+    ]);
+    let b = pod.bundle(&c, &cspec);
+    let log = pod.dir.path().join("userc.log");
+    let cri = format!("cri://{}", log.display());
+    pod.create(&c, &b, Some(&rootfs_src), ["", &cri, &cri])
+        .unwrap_or_else(|e| panic!("create in userns pod: {e}\n{}", pod.shim_log()));
+    pod.start_task(&c, "").unwrap();
+    assert_eq!(pod.wait(&c, ""), 0);
+    let lines: Vec<String> = cri_lines(&log).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(lines[0], "userpod");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"]);
+    pod.delete(&c, "").unwrap();
     pod.kill(&pod.id, "", 9, false).unwrap();
     pod.delete(&pod.id, "").unwrap();
     assert!(!sb.join("ns").exists());
