@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
@@ -55,6 +55,11 @@ pub enum Event {
         code: i32,
         /// When.
         at: DateTime<Utc>,
+    },
+    /// The container's cgroup recorded an OOM kill (sent with its exit).
+    Oom {
+        /// Task id.
+        id: String,
     },
     /// Task deleted.
     Delete {
@@ -164,6 +169,13 @@ pub fn encode(event: Event) -> (&'static str, Box<dyn MessageDyn>) {
                 pid: as_u32(pid),
                 exit_status: as_u32(code),
                 exited_at: Some(ts(at)).into(),
+                ..Default::default()
+            }),
+        ),
+        Event::Oom { id } => (
+            topics::TASK_OOM_EVENT_TOPIC,
+            Box::new(TaskOOM {
+                container_id: id,
                 ..Default::default()
             }),
         ),

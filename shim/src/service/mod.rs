@@ -429,6 +429,9 @@ impl Service {
             if let Err(err) = ExitRecord::new(exit.code, exit.at, oom).write(&bundle) {
                 tracing::error!(%err, container_id = %id, "writing the exit record");
             }
+            if oom {
+                self.events.publish(Event::Oom { id: id.to_string() });
+            }
         }
         let mut inner = self.lock();
         if let Some(p) = inner.tasks.get_mut(id).and_then(|t| proc_mut(t, exec_id)) {

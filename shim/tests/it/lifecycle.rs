@@ -359,6 +359,8 @@ fn oom_kill_is_recorded() {
     let ex = exit_json(&b);
     assert_eq!(ex["oom_killed"], json!(true), "{ex:?}");
     assert_eq!(ex["exit_code"], json!(137));
+    let topics = pod.recorder.topics.lock().unwrap().clone();
+    assert!(topics.iter().any(|t| t == "/tasks/oom"), "{topics:?}");
     pod.delete(&c, "").unwrap();
     // Sandbox without a pod init: Kill ends its "process".
     pod.kill(&pod.id, "", 9, false).unwrap();
