@@ -230,6 +230,7 @@ pub fn delete(id: &str, bundle: &Path, root: &Path) -> DeleteResponse {
     if let Err(err) = rootfs::unmount_rootfs(bundle) {
         tracing::warn!(%err, "unmounting the rootfs");
     }
+    sandbox::kill_pod_init(bundle);
     sandbox::unpin(bundle);
     let (code, at) = match ExitRecord::read(bundle) {
         Some(r) => (

@@ -235,6 +235,9 @@ fn parent_side(
         pin(&format!("/proc/{pid}/ns/{name}"), &dir.join(name))?;
     }
     send(to_child, b"pinned\n")?;
+    if req.pid {
+        record_pod_init(&dir, init)?;
+    }
     Ok(req.pid.then_some(init))
 }
 
@@ -272,9 +275,42 @@ fn pin(source: &str, target: &Path) -> Result<(), SandboxError> {
     )))
 }
 
+/// File next to the pins naming the pod init: `<pid> <start time>`, so a
+/// `delete` after the shim died can stop it (and not a reused pid).
+const POD_INIT_FILE: &str = "pod-init";
+
+fn record_pod_init(dir: &Path, pid: i32) -> Result<(), SandboxError> {
+    let start = berth_runtime::state::proc_stat(pid)
+        .map(|s| s.start_time)
+        .ok_or_else(|| SandboxError::Child(format!("pod init {pid} vanished")))?;
+    let path = dir.join(POD_INIT_FILE);
+    std::fs::write(&path, format!("{pid} {start}")).map_err(|source| SandboxError::Io {
+        op: "writing",
+        path,
+        source,
+    })
+}
+
+/// SIGKILLs the pod init recorded under `<bundle>/ns` if it still runs
+/// (for the `delete` action after the shim died).
+pub fn kill_pod_init(bundle: &Path) {
+    let Ok(text) = std::fs::read_to_string(ns_dir(bundle).join(POD_INIT_FILE)) else {
+        return;
+    };
+    let mut it = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(pid)), Some(Ok(start))) = (it.next(), it.next()) else {
+        return;
+    };
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if berth_runtime::state::proc_stat(pid).is_some_and(|s| s.start_time == start) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Unmounts and removes every pin under `<bundle>/ns` (best effort, idempotent).
 pub fn unpin(bundle: &Path) {
     let dir = ns_dir(bundle);
+    let _ = std::fs::remove_file(dir.join(POD_INIT_FILE));
     for name in PINNED {
         let p = dir.join(name);
         if !p.exists() {

@@ -151,7 +151,13 @@ impl Service {
                 )));
             }
             let (sandbox, mounted) = match t.kind {
-                Kind::Sandbox { .. } => (true, false),
+                Kind::Sandbox { pod_init } => {
+                    if pod_init && t.init.status == ProcStatus::Created {
+                        // Never started: its pod init must not outlive it.
+                        let _ = nix::sys::signal::kill(Pid::from_raw(t.init.pid), Signal::SIGKILL);
+                    }
+                    (true, false)
+                }
                 Kind::Container { rootfs_mounted, .. } => (false, rootfs_mounted),
             };
             (

@@ -140,8 +140,8 @@ fn delete_action_cleans_up_after_a_dead_shim() {
     let pod = Pod::start();
     let rootfs_src = pod.dir.path().join("rootfs-src");
     busybox_rootfs(&rootfs_src);
-    let sb = pod.sandbox_bundle(&sandbox_spec(Some(&netns.path()), "dead", false));
-    pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap();
+    let sb = pod.sandbox_bundle(&sandbox_spec(Some(&netns.path()), "dead", true));
+    let pod_init = pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap() as i32;
     let c = unique("dead");
     let spec = container_spec(&c, &sb, &netns.path(), &["sleep", "1000"]);
     let b = pod.bundle(&c, &spec);
@@ -178,6 +178,7 @@ fn delete_action_cleans_up_after_a_dead_shim() {
         );
     }
     assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)));
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(pod_init)));
     assert!(!Path::new("/run/berth/runtime").join(&c).exists());
     assert!(mounts_under(pod.dir.path()).is_empty());
     assert!(!sb.join("ns").exists());
