@@ -125,6 +125,8 @@ pub fn exec(
     let envp = env.iter().map(|e| c(e)).collect::<Result<Vec<_>, _>>()?;
     let path = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| InitError::Invalid("NUL byte in program path".into()))?;
+    // Before seccomp: a profile may refuse rt_sigaction.
+    sys::reset_signals().map_err(|e| InitError::sys("resetting signal dispositions", e))?;
     if let Some(prog) = pending.seccomp {
         if let Some(fd) = prog.load()? {
             on_listener(fd)?;

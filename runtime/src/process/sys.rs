@@ -181,6 +181,55 @@ pub fn clear_cloexec(fd: RawFd) -> Result<(), Errno> {
     }
 }
 
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout, both with
+/// `sa_restorer`), for the raw `rt_sigaction` call.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Gives the process every signal's default disposition and an empty
+/// signal mask, so the container's program starts as if from a fresh
+/// `init`: dispositions set to "ignore" survive `execve`, and a shell that
+/// inherits an ignored SIGTERM never stops on it. The raw syscall, because
+/// glibc's `sigaction` refuses the two real-time signals it reserves.
+pub fn reset_signals() -> Result<(), Errno> {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `dfl` is a valid kernel sigaction for the duration of the
+        // call, the old action is not asked for, and the size is the
+        // kernel's 64-bit signal set.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if rc != 0 {
+            return Err(Errno::last());
+        }
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

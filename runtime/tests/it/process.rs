@@ -383,3 +383,35 @@ fn apparmor_profile_without_apparmor_is_a_clear_error() {
         "unclear error: {out}"
     );
 }
+
+/// A caller that ignores SIGTERM (a shim, a daemon) must not pass that on:
+/// a container shell that inherits an ignored SIGTERM never stops on it.
+#[test]
+fn inherited_ignored_signals_are_reset() {
+    let real = Runtime::under_test();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("runtime-ignoring-term");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntrap '' TERM INT PIPE\nexec {} \"$@\"\n",
+            real.path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rt = Runtime { path: wrapper };
+    let mut b = Bundle::new();
+    // No shell in between: it would set dispositions of its own.
+    b.set(
+        "/process/args",
+        json!(["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]),
+    );
+    let f = Container::new(&rt, "sigreset", b).run_to_exit();
+    assert!(f.stdout.contains("SigIgn:\t0000000000000000"), "{f:?}");
+    assert!(f.stdout.contains("SigBlk:\t0000000000000000"), "{f:?}");
+}
