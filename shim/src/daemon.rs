@@ -308,7 +308,10 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
             std::io::Error::last_os_error(),
         ));
     }
-    ignore_signals();
+    // Survive SIGPIPE (a FIFO reader left: the write fails instead) and
+    // SIGTERM/SIGINT (the shim outlives its starter's session and ends
+    // through Shutdown or SIGKILL) without ever ignoring them.
+    crate::signals::reset(&[Signal::SIGPIPE, Signal::SIGTERM, Signal::SIGINT]);
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| ServeError::Missing("TTRPC_ADDRESS"))?;
     let publisher = RemotePublisher::new(&ttrpc_address).map_err(|source| ServeError::Ttrpc {
@@ -344,19 +347,6 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
     server.shutdown();
     let _ = std::fs::remove_file(&path);
     Ok(())
-}
-
-/// SIGPIPE: writes to a FIFO whose reader left must fail, not kill the
-/// shim. SIGTERM/SIGINT: the shim outlives its starter's session; it ends
-/// through Shutdown (or SIGKILL).
-fn ignore_signals() {
-    use nix::sys::signal::{signal, SigHandler};
-    for s in [Signal::SIGPIPE, Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: SIG_IGN installs no handler code.
-        if let Err(err) = unsafe { signal(s, SigHandler::SigIgn) } {
-            tracing::warn!(%err, signal = %s, "ignoring signal");
-        }
-    }
 }
 
 fn build_service(

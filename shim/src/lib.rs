@@ -15,6 +15,7 @@ pub mod reaper;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;
+pub mod signals;
 pub mod stats;
 pub mod stdio;
 pub mod task_api;

@@ -73,6 +73,8 @@ fn main() -> ExitCode {
     // Hidden roles first, before containerd-shim parses anything.
     match argv.get(1).and_then(|a| a.to_str()) {
         Some(helper::HELPER_ARG) => {
+            // What the cloned container process inherits: defaults only.
+            berth_shim::signals::reset(&[nix::sys::signal::Signal::SIGPIPE]);
             init_helper_logging();
             return helper::main();
         }

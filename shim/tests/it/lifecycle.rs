@@ -55,7 +55,11 @@ fn pod_with_containers_exec_stats_logs_and_shutdown() {
         &c1,
         &sb,
         &netns.path(),
-        &["sh", "-c", "echo hello; echo oops >&2; hostname"],
+        &[
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; hostname; grep SigIgn /proc/self/status",
+        ],
     );
     let b1 = pod.bundle(&c1, &spec1);
     pod.create(&c1, &b1, Some(&rootfs_src), ["", &cri1, &cri1])
@@ -74,6 +78,21 @@ fn pod_with_containers_exec_stats_logs_and_shutdown() {
     assert!(
         lines.contains(&("stdout".into(), "shim-pod".into())),
         "container did not join the pod's UTS namespace: {lines:?}"
+    );
+    // Nothing the shim or its starter ignored leaks into the container
+    // (busybox sh ignores SIGQUIT itself): SIGINT, SIGPIPE, SIGTERM, SIGXFSZ.
+    let sig_ign = lines
+        .iter()
+        .find_map(|(_, t)| t.strip_prefix("SigIgn:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    let leaked = [2u64, 13, 15, 25]
+        .iter()
+        .filter(|s| sig_ign & (1 << (*s - 1)) != 0)
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "ignored signals {sig_ign:#x} reached the container"
     );
     let ex = exit_json(&b1);
     assert_eq!(ex["exit_code"], json!(0));

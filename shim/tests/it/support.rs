@@ -59,7 +59,7 @@ impl Events for Recorder {
 /// Applets linked into the test rootfs.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "hostname", "true", "false", "ls", "ps", "head", "dd", "seq",
-    "tty", "stty",
+    "tty", "stty", "grep",
 ];
 
 /// Writes a busybox-static rootfs into `dir`.
