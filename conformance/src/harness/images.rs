@@ -88,7 +88,7 @@ pub const BUSYBOX_STOPSIGNAL: TestImage = TestImage {
 /// A pause-like sandbox image for containerd: busybox sleeping forever.
 pub const PAUSE: TestImage = TestImage {
     repo_tag: "pause:1",
-    entrypoint: Some(&["/bin/sleep", "2147483647"]),
+    entrypoint: Some(&["/bin/busybox", "sleep", "2147483647"]),
     cmd: &[],
     stop_signal: None,
 };
