@@ -31,7 +31,8 @@ use crate::{rootfs, sandbox};
 
 /// Runtime id this shim registers as.
 pub const RUNTIME_ID: &str = "io.containerd.berth.v2";
-/// Directory of shim sockets when berthd starts the shim.
+/// Directory of shim sockets when berthd starts the shim and its socket
+/// path is too long to derive one from (see [`socket_address`]).
 pub const BERTH_SOCKET_DIR: &str = "/run/berth/s";
 
 /// Errors of the `start` action.
@@ -86,7 +87,24 @@ pub fn socket_address(flags: &Flags) -> String {
         .join(&flags.id);
     let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("unix://{BERTH_SOCKET_DIR}/{hex}")
+    format!(
+        "unix://{}/{hex}",
+        berth_socket_dir(&flags.address).display()
+    )
+}
+
+/// `<berthd state dir>/s` (the directory of berthd's socket), so daemons
+/// with different state dirs never share sockets: `/run/berth/s` for the
+/// default `/run/berth/berth.sock`. Falls back to /run/berth/s when the
+/// socket path would not fit a sockaddr_un.
+fn berth_socket_dir(address: &str) -> PathBuf {
+    let addr = Path::new(address.trim_start_matches("unix://"));
+    match addr.parent() {
+        Some(state) if addr.is_absolute() && state.as_os_str().len() + 3 + 64 < 100 => {
+            state.join("s")
+        }
+        _ => PathBuf::from(BERTH_SOCKET_DIR),
+    }
 }
 
 /// The `start` action: spawns the detached server (new session) unless
@@ -136,13 +154,21 @@ pub fn start(flags: &Flags) -> Result<String, StartError> {
         cmd.arg("-debug");
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    // SAFETY: setsid(2) is async-signal-safe; the server must not share the
-    // caller's session (it outlives berthd or containerd).
+    // SAFETY: setsid(2) and close_range(2) are async-signal-safe. The
+    // server must not share the caller's session (it outlives berthd or
+    // containerd), nor keep fds its caller leaked to us (they would reach
+    // every helper and container).
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
@@ -456,6 +482,12 @@ mod tests {
         let b = socket_address(&flags("/run/berth/berth.sock", ""));
         assert!(b.starts_with("unix:///run/berth/s/"), "{b}");
         assert_eq!(b.len(), "unix:///run/berth/s/".len() + 64);
+        // Another berthd state dir, another socket dir.
+        let o = socket_address(&flags("/run/berth-critest/berth.sock", ""));
+        assert!(o.starts_with("unix:///run/berth-critest/s/"), "{o}");
+        // Too long for a unix socket path: the default dir.
+        let deep = format!("/{}/berth.sock", "d".repeat(80));
+        assert!(socket_address(&flags(&deep, "")).starts_with("unix:///run/berth/s/"));
         let c = socket_address(&flags(
             "/run/containerd/containerd.sock",
             "/usr/bin/containerd",

@@ -133,6 +133,15 @@ impl Pod {
         events.start().unwrap();
         let pod_dir = dir.path().join("pods").join(&id);
         fs::create_dir_all(&pod_dir).unwrap();
+        // A descriptor berthd might leak (no CLOEXEC): the shim server must
+        // not keep it (it would reach every helper and container).
+        let canary_path = dir.path().join("leaked-fd");
+        let canary = fs::File::create(&canary_path).unwrap();
+        nix::fcntl::fcntl(
+            &canary,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
         let out = Command::new(shim_bin())
             .args([
                 "-namespace",
@@ -155,7 +164,13 @@ impl Pod {
             String::from_utf8_lossy(&out.stderr)
         );
         let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(address.starts_with("unix:///run/berth/s/"), "{address}");
+        let sock_dir = format!("unix://{}/s/", dir.path().display());
+        assert!(address.starts_with(&sock_dir), "{address}");
+        let mode = fs::metadata(dir.path().join("s"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "socket dir mode {mode:o}");
         let client = TaskClient::new(Client::connect(&address).unwrap());
         let resp = client
             .connect(Context::default(), &ConnectRequest::new())
@@ -164,6 +179,16 @@ impl Pod {
         // socket's peer instead.
         assert!(resp.is_err());
         let shim_pid = peer_pid(&address);
+        drop(canary);
+        let leaked = fs::read_dir(format!("/proc/{shim_pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .any(|t| t == canary_path);
+        assert!(
+            !leaked,
+            "the shim server kept a descriptor leaked by its starter"
+        );
         Pod {
             id,
             dir,
