@@ -679,6 +679,7 @@ impl PodManager {
         self.db(move |s| s.delete_object(ObjectKind::Container, &key))
             .await?;
         self.locks.forget(id);
+        self.forget_cpu_sample(id);
         info!(container_id = %id, "container removed");
         self.emit_container_event(&c, cri::ContainerEventType::ContainerDeletedEvent)
             .await;

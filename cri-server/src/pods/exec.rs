@@ -207,3 +207,28 @@ impl From<ExecOutput> for cri::ExecSyncResponse {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn output_is_capped_and_drained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let keep = fifo(&path).unwrap();
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let r = reader(&path).unwrap();
+        drop(keep);
+        let task = tokio::spawn(drain(r, 10));
+        // More than a pipe buffer: the writer must not block on a full pipe.
+        let big = vec![b'x'; 200_000];
+        tokio::task::spawn_blocking(move || w.write_all(&big).unwrap())
+            .await
+            .unwrap();
+        let out = task.await.unwrap();
+        assert_eq!(out, vec![b'x'; 10]);
+    }
+}

@@ -228,6 +228,9 @@ pub struct PodManager {
     shims: Mutex<HashMap<String, ShimClient>>,
     locks: locks::Locks,
     events: broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
+    /// Last CPU sample per container (ns timestamp, usage ns), for
+    /// `usage_nano_cores`.
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 /// Nanoseconds since the epoch.
@@ -261,6 +264,7 @@ impl PodManager {
             shims: Mutex::new(HashMap::new()),
             locks: locks::Locks::default(),
             events,
+            cpu_samples: Mutex::new(HashMap::new()),
         }
     }
 

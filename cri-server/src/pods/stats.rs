@@ -55,10 +55,37 @@ impl PodManager {
         }
     }
 
+    /// Drops the CPU sample of a removed container.
+    pub(crate) fn forget_cpu_sample(&self, id: &str) {
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Cores used since the previous sample of the same container.
+    fn nano_cores(&self, id: &str, ts: i64, total: u64) -> Option<u64> {
+        let mut samples = self
+            .cpu_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prev = samples.insert(id.to_string(), (ts, total));
+        let (pts, ptotal) = prev?;
+        let dt = u64::try_from(ts.checked_sub(pts)?)
+            .ok()
+            .filter(|d| *d > 0)?;
+        let used = total.checked_sub(ptotal)?;
+        Some(u64::try_from(u128::from(used) * 1_000_000_000 / u128::from(dt)).unwrap_or(u64::MAX))
+    }
+
     async fn stats_of(&self, c: &Container) -> cri::ContainerStats {
         let ts = now_nanos();
         let metrics = self.metrics_of(c).await;
-        let (cpu, memory) = usage(metrics.as_ref(), ts);
+        let (mut cpu, memory) = usage(metrics.as_ref(), ts);
+        if let Some(cpu) = cpu.as_mut() {
+            let total = cpu.usage_core_nano_seconds.as_ref().map_or(0, |v| v.value);
+            cpu.usage_nano_cores = self.nano_cores(&c.id, ts, total).and_then(u64v);
+        }
         let upper = c.rec.data_dir.join("upper");
         let u = upper.clone();
         let layer = tokio::task::spawn_blocking(move || dir_usage(&u))
@@ -112,11 +139,15 @@ impl PodManager {
             containers.push(self.stats_of(&c).await);
         }
         let mut cpu_total = 0u64;
+        let mut nano_cores: Option<u64> = None;
         let (mut ws, mut used, mut rss, mut pf, mut mpf) = (0u64, 0u64, 0u64, 0u64, 0u64);
         for s in &containers {
             let v = |x: &Option<cri::UInt64Value>| x.as_ref().map(|v| v.value).unwrap_or(0);
             if let Some(c) = &s.cpu {
                 cpu_total += v(&c.usage_core_nano_seconds);
+                if let Some(n) = &c.usage_nano_cores {
+                    nano_cores = Some(nano_cores.unwrap_or(0) + n.value);
+                }
             }
             if let Some(m) = &s.memory {
                 ws += v(&m.working_set_bytes);
@@ -137,7 +168,7 @@ impl PodManager {
                 cpu: Some(cri::CpuUsage {
                     timestamp: ts,
                     usage_core_nano_seconds: u64v(cpu_total),
-                    usage_nano_cores: None,
+                    usage_nano_cores: nano_cores.and_then(u64v),
                 }),
                 memory: Some(cri::MemoryUsage {
                     timestamp: ts,
