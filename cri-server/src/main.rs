@@ -49,6 +49,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Marks every inherited descriptor above stderr close-on-exec, so shims
+/// (which outlive berthd) and their children never hold what berthd's own
+/// parent left open (locks, pipes). Runs before any thread exists.
+fn cloexec_inherited_fds() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors 3 and up; it takes no pointers and closes nothing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(%err, "close_range(CLOEXEC) failed: inherited descriptors may leak to shims");
+    }
+}
+
 fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let config =
         Config::load(config_path.as_deref(), &overrides).context("loading configuration")?;
@@ -64,6 +84,8 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     } else {
         builder.init();
     }
+    // Still single-threaded: nothing can be spawned with a leaked descriptor.
+    cloexec_inherited_fds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
