@@ -172,14 +172,23 @@ impl Pod {
             .mode();
         assert_eq!(mode & 0o777, 0o700, "socket dir mode {mode:o}");
         let client = TaskClient::new(Client::connect(&address).unwrap());
-        let resp = client
-            .connect(Context::default(), &ConnectRequest::new())
-            .map(|r| r.shim_pid);
-        // No task yet: Connect for an unknown id is NotFound, so ask the
-        // socket's peer instead.
-        assert!(resp.is_err());
         let shim_pid = peer_pid(&address);
         drop(canary);
+        // From here on Drop stops the shim even when a check fails.
+        let pod = Pod {
+            id,
+            dir,
+            client,
+            recorder,
+            shim_pid,
+            address,
+            events: Some(events),
+        };
+        // No task yet: Connect names an unknown task.
+        let resp = pod
+            .client
+            .connect(Context::default(), &ConnectRequest::new());
+        assert!(resp.is_err());
         let leaked = fs::read_dir(format!("/proc/{shim_pid}/fd"))
             .unwrap()
             .flatten()
@@ -189,15 +198,7 @@ impl Pod {
             !leaked,
             "the shim server kept a descriptor leaked by its starter"
         );
-        Pod {
-            id,
-            dir,
-            client,
-            recorder,
-            shim_pid,
-            address,
-            events: Some(events),
-        }
+        pod
     }
 
     pub fn pod_dir(&self) -> PathBuf {
