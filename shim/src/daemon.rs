@@ -346,6 +346,16 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
     })?;
     let exit = Arc::new(ExitSignal::default());
     let svc = build_service(publisher, &flags.namespace, &ttrpc_address, exit.clone())?;
+    // SIGTERM/SIGINT end an idle shim (no task left); one with tasks lives on.
+    let term_svc = Arc::clone(&svc);
+    crate::signals::on_term(move || {
+        let idle = term_svc.shutdown(false);
+        tracing::info!(idle, "SIGTERM: exiting only when no task is left");
+    })
+    .map_err(|source| ServeError::Sys {
+        op: "installing the SIGTERM handler",
+        source,
+    })?;
     let path = flags.socket.trim_start_matches("unix://").to_string();
     let _ = std::fs::remove_file(&path);
     let listener =

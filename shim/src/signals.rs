@@ -43,3 +43,54 @@ fn set_handler(signo: libc::c_int, handler: libc::sighandler_t) {
         libc::sigaction(signo, &act, std::ptr::null_mut());
     }
 }
+
+/// Write end of the pipe the SIGTERM/SIGINT handler pokes (-1: none).
+static TERM_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_term_signal(_: libc::c_int) {
+    let fd = TERM_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte from a static buffer is
+        // async-signal-safe; a full pipe just drops the byte.
+        unsafe {
+            libc::write(fd, b"t".as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// Calls `f` (on a thread of its own) for every SIGTERM or SIGINT, which
+/// the process otherwise survives. The handler resets to the default on
+/// execve like any handler.
+pub fn on_term(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    use std::io::Read;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(std::io::Error::from)?;
+    // The reader blocks; only the handler's end stays non-blocking.
+    nix::fcntl::fcntl(
+        &r,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(std::io::Error::from)?;
+    std::thread::Builder::new()
+        .name("sigterm".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut r = std::fs::File::from(r);
+            let mut b = [0u8; 16];
+            while let Ok(n) = r.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                f();
+            }
+        })?;
+    use std::os::fd::IntoRawFd;
+    TERM_PIPE.store(w.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    for s in [libc::SIGTERM, libc::SIGINT] {
+        set_handler(
+            s,
+            on_term_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    Ok(())
+}

@@ -183,3 +183,29 @@ fn delete_action_cleans_up_after_a_dead_shim() {
     assert!(mounts_under(pod.dir.path()).is_empty());
     assert!(!sb.join("ns").exists());
 }
+
+#[test]
+fn sigterm_ends_only_an_idle_shim() {
+    let pod = Pod::start();
+    let sb = pod.sandbox_bundle(&sandbox_spec(None, "term", false));
+    pod.create(&pod.id, &sb, None, ["", "", ""]).unwrap();
+    let term = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pod.shim_pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap()
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pid_alive(pod.shim_pid),
+        "a shim with a task must survive SIGTERM"
+    );
+    pod.kill(&pod.id, "", 9, false).unwrap();
+    pod.delete(&pod.id, "").unwrap();
+    term();
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+        pod.shim_pid
+    )));
+}
