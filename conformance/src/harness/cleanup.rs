@@ -277,6 +277,18 @@ pub fn sweep_stale() {
         if owner.is_some_and(procs::alive) {
             continue;
         }
+        // No manifest yet: a daemon of a live run may be starting right now
+        // (it writes the manifest moments after creating the directory).
+        // Only an old one is abandoned.
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if owner.is_none() && age < Duration::from_secs(600) {
+            continue;
+        }
         tracing::warn!(id, ?owner, "sweeping a stale test daemon");
         let daemons: Vec<u32> = procs::processes_with_arg(&fp.state.display().to_string())
             .into_iter()
