@@ -155,6 +155,10 @@ impl Daemon {
             warn!(?err, socket = %self.socket.display(), "cannot remove socket");
         }
         self.events.shutdown().await;
+        let events = self.pods.config().events_socket();
+        if let Err(err) = std::fs::remove_file(&events) {
+            warn!(?err, socket = %events.display(), "cannot remove events socket");
+        }
         info!("berthd stopped");
         Ok(result?)
     }
