@@ -9,7 +9,7 @@ use berth_proto::cri;
 use nix::mount::{umount2, MntFlags};
 use tracing::{info, warn};
 
-use super::layers::read_image_file;
+use super::layers::{copy_image_dir, read_image_file};
 use super::records::{container_name_key, ContainerRecord};
 use super::sandbox::{bundle_dir, namespace_options, write_json, SIGKILL};
 use super::shim::{CreateTask, ShimClient, ShimError, TaskExit};
@@ -356,6 +356,8 @@ impl PodManager {
         })?;
         for v in &built.anonymous_volumes {
             mkdirs(&[&v.host_path])?;
+            copy_image_dir(&layers, &v.container_path, &v.host_path)
+                .map_err(PodError::io("seeding image volume", &v.host_path))?;
         }
         for p in &built.host_paths {
             mkdirs(&[p])?;
