@@ -476,3 +476,24 @@ async fn container_pid_namespace_pod_isolates_containers() {
     }
     c.cleanup_pod(&p.pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_pod_stops_its_containers_and_keeps_their_status() {
+    let (b, c) = berth();
+    let p = sleeping_pod(&b, &c, "stop-kills").await;
+    c.stop_pod(&p.pod).await.unwrap();
+    let st = c.container_status(&p.ctr).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+    assert!(st.finished_at > 0);
+    assert!(c.exec_sync(&p.ctr, &["true"], 5).await.is_err());
+    // Still listed in the pod until the pod is removed.
+    let listed = c
+        .list_containers(Some(cri::ContainerFilter {
+            pod_sandbox_id: p.pod.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    c.remove_pod(&p.pod).await.unwrap();
+}
