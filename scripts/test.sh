@@ -15,6 +15,10 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build"
+# The end-to-end suite (conformance/) runs the berthd and berth-shim
+# binaries of this same debug build: build them before any test runs.
+cargo build --workspace --locked
 echo "== cargo test"
 # Tests that mount, create cgroups or start a registry serialise themselves
 # where they must; the default parallelism is safe.
