@@ -9,13 +9,12 @@
 //! devices up through the [`DeviceLookup`] seam. The caller reads the image's
 //! /etc/passwd and /etc/group into a [`UserDb`], creates the anonymous volume
 //! directories and missing hostPath directories listed in
-//! [`BuiltContainerSpec`], runs [`create_mount_targets`] for pods with a user
-//! namespace ([`userns`] explains why), and writes the spec. Only the
+//! [`BuiltContainerSpec`] and writes the spec (for pods with a user namespace,
+//! [`userns`] says what the rootfs needs). Only the
 //! `cgroupfs` cgroup driver is supported (`cgroupsPath` =
 //! `<pod cgroup parent>/<container id>`).
 
 mod command;
-pub mod mount_targets;
 mod mounts;
 mod resources;
 pub mod sandbox;
@@ -37,7 +36,6 @@ use oci_spec::runtime::{
 use oci_spec::OciSpecError;
 
 pub use command::{process_args, process_env, working_dir, DEFAULT_PATH_ENV};
-pub use mount_targets::{create_mount_targets, MountTargetError};
 pub use mounts::{AnonymousVolume, DeviceInfo, DeviceLookup, HostDevices};
 pub use resources::linux_resources;
 pub use sandbox::{

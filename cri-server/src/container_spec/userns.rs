@@ -18,10 +18,9 @@
 //! [`PodUserNamespace::host_root_uid`]/[`PodUserNamespace::host_root_gid`], or
 //! at least chown the upperdir and workdir to those ids so the container's
 //! root owns `/`. Files of the image then show as `nobody` but stay readable.
-//! Either way the caller must also run
-//! [`super::create_mount_targets`] on the mounted rootfs before creating the
-//! container: the runtime mounts after joining the user namespace, where it
-//! cannot create `/etc/hosts` & co. in the image's (unmapped) directories.
+//! Mount destinations such as `/etc/hosts` in the image's (unmapped)
+//! directories are made by berth-runtime before it enters the user namespace
+//! (`berth_runtime::rootfs::create_mount_targets`).
 
 use berth_proto::cri::{IdMapping, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};

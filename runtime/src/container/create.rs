@@ -133,6 +133,11 @@ impl Container {
         tracing::debug!(id = %opts.id, cgroup = %cg.path().display(), "cgroup created");
 
         let plan = NamespacePlan::from_spec(&loaded.spec);
+        if plan.in_user_ns {
+            // See rootfs::mount_targets: inside the user namespace the
+            // image's directories are not ours to write.
+            crate::rootfs::create_mount_targets(&loaded.spec, &loaded.rootfs)?;
+        }
         let (parent, child) = channel::pair()?;
         let cfg = InitConfig {
             id: &opts.id,

@@ -69,6 +69,9 @@ pub enum ContainerError {
     /// Console socket forwarding.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// Mount destinations for a user-namespaced container could not be made.
+    #[error(transparent)]
+    MountTargets(#[from] crate::rootfs::MountTargetError),
     /// A syscall in the runtime process failed.
     #[error("{op}: {source}")]
     Sys {

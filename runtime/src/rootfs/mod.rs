@@ -11,6 +11,7 @@ mod devices;
 mod idmap;
 mod masked;
 pub mod mount_options;
+pub mod mount_targets;
 pub mod mountinfo;
 mod mounts;
 mod pivot;
@@ -33,6 +34,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
 pub use masked::finish_rootfs;
+pub use mount_targets::{create_mount_targets, MountTargetError};
 pub use pivot::{move_root, pivot_root, root_is_initramfs};
 
 /// What [`prepare_rootfs`] needs to know about the container.

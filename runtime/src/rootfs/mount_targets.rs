@@ -1,18 +1,18 @@
-//! Mount destinations created ahead of time, for containers that join a pod
-//! user namespace.
+//! Mount destinations created ahead of time, for containers in a user
+//! namespace.
 //!
-//! berth-runtime creates a missing mount destination (`/etc/hosts`, a
-//! volume's directory) after it has joined the container's user namespace.
-//! There the image's directories belong to an unmapped owner, so `mkdir`
-//! and `creat` fail with EACCES. The caller that mounted the rootfs (as the
-//! host's root) therefore calls [`create_mount_targets`] before creating the
-//! container. Paths are resolved inside the rootfs with the runtime's own
-//! safe resolution, so a symlink in the image cannot point them outside.
+//! The init creates a missing mount destination (`/etc/hosts`, a volume's
+//! directory) after it has entered the container's user namespace. There the
+//! image's directories belong to an unmapped owner, so `mkdir` and `creat`
+//! fail with EACCES. `create` therefore makes them from the runtime process,
+//! still the host's root, before the clone. Paths are resolved inside the
+//! rootfs with [`safe_path`], so a symlink in the image cannot point them
+//! outside.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use berth_runtime::rootfs::safe_path::{self, SafePathError};
+use crate::rootfs::safe_path::{self, SafePathError};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
