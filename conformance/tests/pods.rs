@@ -497,3 +497,64 @@ async fn stop_pod_stops_its_containers_and_keeps_their_status() {
     assert_eq!(listed.len(), 1);
     c.remove_pod(&p.pod).await.unwrap();
 }
+
+/// `hostUsers: false`: the pod gets its own user namespace with the
+/// kubelet's mappings; its containers run as root inside it, mapped to an
+/// unprivileged host uid, and still have the pod's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespace_pod_maps_root_to_an_unprivileged_host_id() {
+    let (b, c) = berth();
+    let mut config = b.pod_config("userns");
+    let map = |host_id| cri::IdMapping {
+        host_id,
+        container_id: 0,
+        length: 65536,
+    };
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .userns_options = Some(cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: vec![map(1_000_000_000)],
+        gids: vec![map(1_000_000_000)],
+    });
+    let p = pod_with(&b, &c, config, "inside", &["sleep", "1000000"]).await;
+    let uid_map = c
+        .exec_ok(&p.ctr, &["cat", "/proc/self/uid_map"])
+        .await
+        .unwrap();
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    assert_eq!(fields, ["0", "1000000000", "65536"], "{uid_map:?}");
+    assert_eq!(c.exec_ok(&p.ctr, &["id", "-u"]).await.unwrap().trim(), "0");
+    assert_ne!(
+        c.exec_ok(&p.ctr, &["readlink", "/proc/self/ns/user"])
+            .await
+            .unwrap()
+            .trim(),
+        ns_link("user")
+    );
+    // The pod network works from inside the user namespace.
+    let ip = c.pod_status(&p.pod, false).await.unwrap().status.unwrap();
+    let ip = ip.network.unwrap().ip;
+    let addrs = c.exec_ok(&p.ctr, &["ip", "-4", "addr"]).await.unwrap();
+    assert!(addrs.contains(&ip), "pod IP {ip} not in {addrs}");
+    // On the host the container's processes run as the mapped uid.
+    let st = c.container_status_full(&p.ctr, true).await.unwrap();
+    let pid = st
+        .info
+        .get("info")
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .and_then(|v| v["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no pid in verbose ContainerStatus info: {:?}", st.info));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("1000000000"), "{uid_line}");
+    c.cleanup_pod(&p.pod).await;
+}

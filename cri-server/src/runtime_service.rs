@@ -23,14 +23,12 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 
 /// What berth's runtime handler supports, as `Status` advertises it.
 /// Recursive read-only mounts work (`rro`: mount_setattr with AT_RECURSIVE
-/// in berth-runtime; critest's four specs pass). Pod user namespaces are
-/// NOT claimed: the shim makes and pins the pod's user namespace, but
-/// berth-runtime joins a container's namespaces user-first, and joining the
-/// pod netns (owned by the host user namespace) from inside the pod's user
-/// namespace fails with EPERM, so a container cannot start in such a pod.
+/// in berth-runtime; critest's four specs pass). Pod user namespaces work:
+/// the shim makes and pins the pod's user namespace with the kubelet's
+/// mappings, and berth-runtime joins the host-owned pod netns before it.
 pub const HANDLER_FEATURES: cri::RuntimeHandlerFeatures = cri::RuntimeHandlerFeatures {
     recursive_read_only_mounts: true,
-    user_namespaces: false,
+    user_namespaces: true,
 };
 
 /// The tonic service.
