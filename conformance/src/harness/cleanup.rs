@@ -341,6 +341,12 @@ mod tests {
     }
 
     #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
     fn manifest_fields_parse() {
         let t = "pid=12\nbridge=bt1\nipam=/var/tmp/x\n";
         assert_eq!(manifest_field(t, "pid"), Some("12"));

@@ -66,6 +66,9 @@ pub enum DaemonError {
         #[source]
         source: nix::Error,
     },
+    /// Another clean-up step failed.
+    #[error("cleaning up")]
+    Cleanup(#[source] Box<crate::harness::cleanup::CleanupError>),
 }
 
 /// A daemon child process with its private directories.
@@ -361,50 +364,17 @@ impl Drop for Daemon {
     }
 }
 
-/// Decodes the octal escapes mountinfo uses for spaces and the like.
-fn unescape_mountinfo(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Mount points at or below `dir`, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found
-}
+pub use crate::harness::cleanup::mounts_under;
 
 /// Lazily unmounts everything at or below `dir` (containerd may leave
 /// overlay or tmpmounts behind if it dies mid-operation).
 pub fn unmount_under(dir: &Path) -> Result<(), DaemonError> {
-    for m in mounts_under(dir) {
-        tracing::info!(mount = %m.display(), "unmounting leftover mount");
-        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).map_err(|source| {
-            DaemonError::Unmount {
-                path: m.clone(),
-                source,
-            }
-        })?;
-    }
-    Ok(())
+    crate::harness::cleanup::unmount_under(dir).map_err(|e| match e {
+        crate::harness::cleanup::CleanupError::Unmount { path, source } => {
+            DaemonError::Unmount { path, source }
+        }
+        other => DaemonError::Cleanup(Box::new(other)),
+    })
 }
 
 #[cfg(test)]
@@ -428,12 +398,6 @@ mod tests {
         let b = berthd_config(Path::new("/tmp/bench-x/berth"), certs, "info");
         assert!(b.contains("root = \"/tmp/bench-x/berth/root\""));
         assert!(b.contains("config_path = \"/tmp/bench-x/certs.d\""));
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
