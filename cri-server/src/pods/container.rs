@@ -212,7 +212,7 @@ impl PodManager {
                     .first()
                     .cloned()
                     .unwrap_or_else(|| image.id.clone()),
-                chain_ids: Vec::new(),
+                chain_ids: image.chain_ids.clone(),
                 log_path: String::new(),
                 bundle: self.cfg.container_state_dir(&id).join("bundle"),
                 data_dir: self.cfg.container_data_dir(&id),
@@ -221,10 +221,13 @@ impl PodManager {
             },
         };
         let row = c.to_row()?;
-        if !self
-            .db(move |s| s.insert_object(ObjectKind::Container, &row))
+        // Name reservation and snapshot holds commit together: from here on
+        // GC keeps the image's snapshots.
+        let chains: Vec<String> = c.rec.chain_ids.iter().rev().cloned().collect();
+        let Some(lowers) = self
+            .db(move |s| s.insert_object_holding_snapshots(ObjectKind::Container, &row, &chains))
             .await?
-        {
+        else {
             let key = container_name_key(pod_id, &c.config);
             let existing = self
                 .pod_containers(pod_id)
@@ -238,9 +241,9 @@ impl PodManager {
                 name: key,
                 existing,
             });
-        }
+        };
         let _guard = self.locks.write(&id).await;
-        match self.setup_container(&pod, &mut c, &image).await {
+        match self.setup_container(&pod, &mut c, &image, lowers).await {
             Ok(()) => {
                 c.rec.state = ContainerState::Created;
                 self.save_container(&c).await?;
@@ -251,12 +254,7 @@ impl PodManager {
             }
             Err(err) => {
                 warn!(container_id = %id, error = %crate::error::chain(&err), "container set-up failed, undoing");
-                self.delete_container_files(&c).await;
-                let key = id.clone();
-                if let Err(e) = self
-                    .db(move |s| s.delete_object(ObjectKind::Container, &key))
-                    .await
-                {
+                if let Err(e) = self.delete_container(&c).await {
                     warn!(container_id = %id, error = %crate::error::chain(&e), "cannot forget failed container");
                 }
                 self.locks.forget(&id);
@@ -270,21 +268,8 @@ impl PodManager {
         pod: &Pod,
         c: &mut Container,
         image: &ImageRecord,
+        lowers: Vec<(String, Option<PathBuf>)>,
     ) -> Result<(), PodError> {
-        // Hold the snapshots first: from here on GC keeps them.
-        let chain_ids = image.chain_ids.clone();
-        c.rec.chain_ids = chain_ids.clone();
-        self.save_container(c).await?;
-        let lowers = self
-            .db(move |s| {
-                let mut out = Vec::new();
-                for chain in chain_ids.iter().rev() {
-                    s.add_snapshot_ref(chain, 1)?;
-                    out.push((chain.clone(), s.snapshot_path(chain)?));
-                }
-                Ok(out)
-            })
-            .await?;
         let mut layers = Vec::new();
         for (chain, path) in lowers {
             layers.push(path.ok_or_else(|| {
@@ -403,7 +388,11 @@ impl PodManager {
             .map(|p| p.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        self.save_container(c).await?;
+        // No save here: the record written at the end (state Created) holds
+        // all of this. A crash before it leaves the reserved row in state
+        // Unknown with its bundle and snapshots, which reconciliation turns
+        // into an exited container the kubelet can remove; the kubelet was
+        // never told this container exists.
         let shim = self.shim_for(pod).await?;
         shim.create(&CreateTask {
             id: c.id.clone(),
@@ -676,10 +665,7 @@ impl PodManager {
                 }
             }
         }
-        self.delete_container_files(&c).await;
-        let key = id.to_string();
-        self.db(move |s| s.delete_object(ObjectKind::Container, &key))
-            .await?;
+        self.delete_container(&c).await?;
         self.locks.forget(id);
         self.forget_cpu_sample(id);
         info!(container_id = %id, "container removed");
@@ -688,8 +674,9 @@ impl PodManager {
         Ok(())
     }
 
-    /// Unmounts and removes a container's dirs and drops its snapshot refs.
-    pub(crate) async fn delete_container_files(&self, c: &Container) {
+    /// Unmounts and removes a container's dirs, then deletes its row and
+    /// drops its snapshot refs in one transaction.
+    pub(crate) async fn delete_container(&self, c: &Container) -> Result<(), PodError> {
         let state = self.cfg.container_state_dir(&c.id);
         let data = c.rec.data_dir.clone();
         let rootfs = c.rec.bundle.join("rootfs");
@@ -707,18 +694,9 @@ impl PodManager {
         if let Err(e) = removed {
             warn!(container_id = %c.id, error = %e, "container dir removal panicked");
         }
-        let chains = c.rec.chain_ids.clone();
-        if let Err(e) = self
-            .db(move |s| {
-                for chain in &chains {
-                    s.add_snapshot_ref(chain, -1)?;
-                }
-                Ok(())
-            })
+        let (id, chains) = (c.id.clone(), c.rec.chain_ids.clone());
+        self.db(move |s| s.delete_object_releasing_snapshots(ObjectKind::Container, &id, &chains))
             .await
-        {
-            warn!(container_id = %c.id, error = %crate::error::chain(&e), "cannot release snapshots");
-        }
     }
 }
 

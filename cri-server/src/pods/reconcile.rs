@@ -79,10 +79,7 @@ impl PodManager {
         for mut c in self.all_containers().await? {
             if !pods_kept.contains(&c.pod_id) {
                 // Its pod is gone: nothing can run it any more.
-                self.delete_container_files(&c).await;
-                let id = c.id.clone();
-                self.db(move |s| s.delete_object(ObjectKind::Container, &id))
-                    .await?;
+                self.delete_container(&c).await?;
                 continue;
             }
             containers_kept.insert(c.id.clone());

@@ -179,8 +179,10 @@ impl PodManager {
                 .network
                 .setup(&network_request(pod, netns.path()))
                 .await?;
+            // Not saved on its own: the addresses reach the store with the
+            // shim address below, and undoing a crashed set-up (CNI DEL,
+            // netns removal) needs only the netns saved above.
             pod.rec.ips = result.ips.iter().map(ToString::to_string).collect();
-            self.save_pod(pod).await?;
         }
         let (d, config, ips) = (dir.clone(), pod.config.clone(), pod.rec.ips.clone());
         tokio::task::spawn_blocking(move || {

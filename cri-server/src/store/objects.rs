@@ -7,6 +7,7 @@
 //! concurrent creates.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use rusqlite::{params, ErrorCode, OptionalExtension};
 
@@ -83,6 +84,84 @@ impl Store {
             }
             Err(e) => Err(db_err("insert object")(e)),
         }
+    }
+
+    /// Inserts a new container row and takes one reference on each snapshot
+    /// of `chain_ids`, in one transaction (one WAL fsync instead of one per
+    /// statement); `Ok(None)` when the id or name key is taken. Returns each
+    /// chain id with its `fs` dir (None: not committed), in `chain_ids` order.
+    pub fn insert_object_holding_snapshots(
+        &self,
+        kind: ObjectKind,
+        row: &ObjectRow,
+        chain_ids: &[String],
+    ) -> Result<Option<Vec<(String, Option<PathBuf>)>>, StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (id, pod_id, name_key, config, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+            kind.table()
+        );
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("begin insert object"))?;
+        match tx.execute(
+            &sql,
+            params![row.id, row.pod_id, row.name_key, row.config, row.record],
+        ) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(db_err("insert object")(e)),
+        }
+        let mut out = Vec::with_capacity(chain_ids.len());
+        for chain in chain_ids {
+            tx.execute(
+                "UPDATE snapshots SET refcount = refcount + 1 WHERE chain_id = ?1",
+                params![chain],
+            )
+            .map_err(db_err("update snapshot refcount"))?;
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM snapshots WHERE chain_id = ?1",
+                    params![chain],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err("look up snapshot"))?;
+            let path = id.map(|id| self.snapshots_dir().join(id.to_string()).join("fs"));
+            out.push((chain.clone(), path));
+        }
+        tx.commit().map_err(db_err("commit insert object"))?;
+        Ok(Some(out))
+    }
+
+    /// Deletes a row (absent is fine) and drops one reference on each
+    /// snapshot of `chain_ids`, in one transaction: a crash cannot release
+    /// the references of a row that stays.
+    pub fn delete_object_releasing_snapshots(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        chain_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {} WHERE id = ?1", kind.table());
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("begin delete object"))?;
+        let n = tx
+            .execute(&sql, params![id])
+            .map_err(db_err("delete object"))?;
+        // An absent row released its references when it was deleted.
+        if n > 0 {
+            for chain in chain_ids {
+                tx.execute(
+                    "UPDATE snapshots SET refcount = MAX(0, refcount - 1) WHERE chain_id = ?1",
+                    params![chain],
+                )
+                .map_err(db_err("update snapshot refcount"))?;
+            }
+        }
+        tx.commit().map_err(db_err("commit delete object"))
     }
 
     /// Replaces the config and record of an existing row; `Ok(false)` when
@@ -231,6 +310,51 @@ mod tests {
         assert!(store
             .insert_object(ObjectKind::Pod, &row("c", "k1"))
             .unwrap());
+    }
+
+    #[test]
+    fn container_rows_hold_and_release_snapshots_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO snapshots (chain_id, parent, size, refcount, created) VALUES ('sha256:l', NULL, 1, 0, 0)",
+                params![],
+            )
+            .unwrap();
+        let chains = vec!["sha256:l".to_string(), "sha256:missing".to_string()];
+        let got = store
+            .insert_object_holding_snapshots(ObjectKind::Container, &row("c1", "n"), &chains)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].1.as_ref().unwrap().ends_with("fs"));
+        assert_eq!(got[1], ("sha256:missing".to_string(), None));
+        assert_eq!(store.snapshot_refcount("sha256:l").unwrap(), Some(1));
+        // A taken name holds nothing.
+        assert!(store
+            .insert_object_holding_snapshots(ObjectKind::Container, &row("c2", "n"), &chains)
+            .unwrap()
+            .is_none());
+        assert_eq!(store.snapshot_refcount("sha256:l").unwrap(), Some(1));
+        store
+            .delete_object_releasing_snapshots(ObjectKind::Container, "c1", &chains)
+            .unwrap();
+        assert_eq!(store.snapshot_refcount("sha256:l").unwrap(), Some(0));
+        assert!(store
+            .get_object(ObjectKind::Container, "c1")
+            .unwrap()
+            .is_none());
+        // Deleting an absent row releases nothing twice.
+        store
+            .insert_object_holding_snapshots(ObjectKind::Container, &row("c3", "m"), &chains)
+            .unwrap()
+            .unwrap();
+        store
+            .delete_object_releasing_snapshots(ObjectKind::Container, "c1", &chains)
+            .unwrap();
+        assert_eq!(store.snapshot_refcount("sha256:l").unwrap(), Some(1));
     }
 
     #[test]
