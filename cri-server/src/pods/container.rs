@@ -401,6 +401,18 @@ impl PodManager {
                 format!("lowerdir={lowerdir}"),
                 format!("upperdir={}", upper.display()),
                 format!("workdir={}", work.display()),
+                // Durability trade-off: without `volatile` overlayfs syncs
+                // the whole upper file system (the node's root disk) on a
+                // syncfs in the container and when the rootfs is unmounted,
+                // which made RemoveContainer wait for unrelated dirty data
+                // (up to hundreds of ms on a busy disk); `volatile` also
+                // turns the container's fsyncs of rootfs files into no-ops.
+                // The writable layer is disposable: it is mounted once, never
+                // remounted, and after a node crash the kubelet makes new
+                // containers with fresh layers, so nothing on it must
+                // survive one.
+                // Volumes and logs are not on it and keep their syncs.
+                "volatile".to_string(),
             ]),
             terminal: c.config.tty,
             stdin,
