@@ -13,6 +13,9 @@ use rusqlite::{params, ErrorCode, OptionalExtension};
 
 use super::{db_err, Store, StoreError};
 
+/// A chain id with its snapshot `fs` dir (None: not committed).
+pub type SnapshotDir = (String, Option<PathBuf>);
+
 /// Which table a row lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -95,7 +98,7 @@ impl Store {
         kind: ObjectKind,
         row: &ObjectRow,
         chain_ids: &[String],
-    ) -> Result<Option<Vec<(String, Option<PathBuf>)>>, StoreError> {
+    ) -> Result<Option<Vec<SnapshotDir>>, StoreError> {
         let sql = format!(
             "INSERT INTO {} (id, pod_id, name_key, config, record) VALUES (?1, ?2, ?3, ?4, ?5)",
             kind.table()
