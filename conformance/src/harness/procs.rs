@@ -209,11 +209,17 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let found = processes_with_arg(&marker);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].pid, pid);
-        // `sleep` under the shell.
+        // The shell's own fork for `sleep` carries the marker until it
+        // execs, and a cmdline read during an exec comes back empty: poll
+        // for the shell itself rather than expecting exactly one match.
         let start = std::time::Instant::now();
+        let mut found = processes_with_arg(&marker);
+        while !found.iter().any(|p| p.pid == pid) && start.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = processes_with_arg(&marker);
+        }
+        assert!(found.iter().any(|p| p.pid == pid), "{pid} not in {found:?}");
+        // `sleep` under the shell.
         let mut kids = descendants(&[pid]);
         while kids.is_empty() && start.elapsed().as_secs() < 5 {
             std::thread::sleep(std::time::Duration::from_millis(10));
