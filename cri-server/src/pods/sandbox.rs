@@ -167,6 +167,7 @@ impl PodManager {
     async fn setup_pod(&self, pod: &mut Pod) -> Result<(), PodError> {
         let dir = pod.rec.dir.clone();
         std::fs::create_dir_all(&dir).map_err(PodError::io("creating", &dir))?;
+        let mut network_req = None;
         if !host_network(&pod.config) {
             let (ns_dir, id) = (self.cfg.netns_dir(), pod.id.clone());
             let netns =
@@ -175,22 +176,39 @@ impl PodManager {
             pod.rec.network_down = false;
             // Saved before ADD so a crash in between leaves a record to undo.
             self.save_pod(pod).await?;
-            let result = self
-                .network
-                .setup(&network_request(pod, netns.path()))
-                .await?;
-            // Not saved on its own: the addresses reach the store with the
-            // shim address below, and undoing a crashed set-up (CNI DEL,
+            network_req = Some(network_request(pod, netns.path()));
+        }
+        // CNI ADD and the shim's start are independent (the sandbox joins
+        // the netns by path; only the pod files need the IPs): run them side
+        // by side. `join!`, not `try_join!`: a failed shim must not drop a
+        // plugin mid-ADD, since the teardown that follows runs DEL.
+        let cni = async {
+            match &network_req {
+                Some(req) => self.network.setup(req).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (cni, shim) = tokio::join!(cni, self.start_sandbox(pod, &dir));
+        if let Some(result) = cni? {
+            // Not saved on its own: the addresses reach the store when the
+            // pod is recorded ready, and undoing a crashed set-up (CNI DEL,
             // netns removal) needs only the netns saved above.
             pod.rec.ips = result.ips.iter().map(ToString::to_string).collect();
         }
+        shim?;
         let (d, config, ips) = (dir.clone(), pod.config.clone(), pod.rec.ips.clone());
         tokio::task::spawn_blocking(move || {
             write_pod_files(&d, &config, &ips, &HostFiles::default())?;
             mount_pod_shm(&d, &config)
         })
         .await??;
-        let bundle = bundle_dir(&dir);
+        Ok(())
+    }
+
+    /// Writes the sandbox bundle, starts the pod's shim (its address saved
+    /// before anything runs in it) and creates and starts the sandbox task.
+    async fn start_sandbox(&self, pod: &mut Pod, dir: &Path) -> Result<(), PodError> {
+        let bundle = bundle_dir(dir);
         std::fs::create_dir_all(&bundle).map_err(PodError::io("creating", &bundle))?;
         let spec = build_sandbox_spec(&SandboxSpecInput {
             pod_id: &pod.id,
@@ -203,7 +221,7 @@ impl PodManager {
         let shim = ShimClient::start(&ShimLaunch {
             shim_path: &self.cfg.shim_path,
             pod_id: &pod.id,
-            pod_dir: &dir,
+            pod_dir: dir,
             cri_socket: &self.cfg.cri_socket,
             events_socket: &events,
         })
