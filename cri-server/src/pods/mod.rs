@@ -1,7 +1,8 @@
 //! Pods and containers, independent of gRPC: the CRI RuntimeService's
 //! domain logic. [`PodManager`] keeps every object in the metadata DB,
 //! runs CNI for pod networks and drives one `berth-shim` per pod over the
-//! shim v2 Task API (see `/work/notes/pods-contract.md` for the contract).
+//! shim v2 Task API (the protocol is in docs/architecture.md, "Pods and
+//! containers").
 //!
 //! Locking is per object ([`locks::Locks`]): pod operations take the pod's
 //! lock exclusively, container creation takes it shared, container
