@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use berth_proto::cri;
 use berth_proto::cri::image_service_client::ImageServiceClient;
@@ -15,25 +15,7 @@ use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
 use berth_test_images::{busybox_layout, push_fixture, Registry};
 use tonic::transport::Channel;
 
-use crate::support::{connect, pull, ChildDaemon, Dirs};
-
-pub fn random() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut x =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^ (x >> 33)
-}
-
-fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().unwrap()
-}
+use crate::support::{connect, pull, random, run, ChildDaemon, Dirs};
 
 /// The shim built next to berthd (`cargo build -p berth-shim`).
 pub fn shim_path() -> PathBuf {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_cri_server::config::Config;
 use berth_cri_server::images::ImageManager;
@@ -396,6 +396,27 @@ pub async fn list(c: &mut ImageServiceClient<Channel>) -> Vec<cri::Image> {
         .unwrap()
         .into_inner()
         .images
+}
+
+/// A well-mixed random number for unique names (bridges, subnets, ids):
+/// time, pid and a counter, so parallel tests in one process differ too.
+pub fn random() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+/// Runs a command to completion, capturing its output.
+pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().unwrap()
 }
 
 /// A loopback port nothing listens on (bound then released).
