@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{debug, warn};
 
 use super::sandbox::SIGKILL;
-use super::{new_id, ContainerState, PodError, PodManager};
+use super::{new_id, PodError, PodManager};
 
 /// Output of one exec.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -80,14 +80,7 @@ impl PodManager {
         if cmd.is_empty() {
             return Err(PodError::InvalidArgument("exec command is required".into()));
         }
-        let c = self.load_container(id).await?;
-        if c.rec.state != ContainerState::Running {
-            return Err(PodError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
-        }
-        let pod = self.load_pod(&c.pod_id).await?;
-        let shim = self.shim_for(&pod).await?;
+        let (c, shim) = self.running_container_shim(id).await?;
         let mut process = c.rec.process.clone();
         if let Some(obj) = process.as_object_mut() {
             obj.insert("args".into(), serde_json::json!(cmd));
@@ -107,7 +100,7 @@ impl PodManager {
         let result = self
             .exec_in(
                 &shim,
-                &pod.id,
+                &c.pod_id,
                 id,
                 &exec_id,
                 &dir,

@@ -356,6 +356,23 @@ impl PodManager {
             .collect())
     }
 
+    /// A running container and its pod's shim, for operations on its
+    /// process (ExecSync, log reopening); FailedPrecondition otherwise.
+    pub async fn running_container_shim(
+        &self,
+        id: &str,
+    ) -> Result<(Container, ShimClient), PodError> {
+        let c = self.load_container(id).await?;
+        if c.rec.state != ContainerState::Running {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let pod = self.load_pod(&c.pod_id).await?;
+        let shim = self.shim_for(&pod).await?;
+        Ok((c, shim))
+    }
+
     /// The shim client of a pod, connecting (again) when needed.
     pub async fn shim_for(&self, pod: &Pod) -> Result<ShimClient, PodError> {
         if let Some(c) = self.cached_shim(&pod.id) {

@@ -38,7 +38,7 @@ impl PodManager {
             let shim = self.shim_for(&pod).await?;
             shim.update(id, Some(json), HashMap::new())
                 .await
-                .map_err(PodError::shim(&pod.id))?;
+                .map_err(PodError::shim(&c.pod_id))?;
         }
         c.config
             .linux
@@ -52,18 +52,11 @@ impl PodManager {
     /// ReopenContainerLog: the shim reopens the CRI log file (after the
     /// kubelet rotated it).
     pub async fn reopen_log(&self, id: &str) -> Result<(), PodError> {
-        let c = self.load_container(id).await?;
-        if c.rec.state != ContainerState::Running {
-            return Err(PodError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
-        }
-        let pod = self.load_pod(&c.pod_id).await?;
-        let shim = self.shim_for(&pod).await?;
+        let (c, shim) = self.running_container_shim(id).await?;
         let annotations = HashMap::from([(REOPEN_LOG_ANNOTATION.to_string(), "true".to_string())]);
         shim.update(id, None, annotations)
             .await
-            .map_err(PodError::shim(&pod.id))?;
+            .map_err(PodError::shim(&c.pod_id))?;
         Ok(())
     }
 }
