@@ -13,5 +13,6 @@
 
 pub mod client;
 pub mod harness;
+pub mod interrupt;
 pub mod pod_bench;
 pub mod pull_bench;

@@ -4,7 +4,7 @@
 //!
 //! `target/release/bench-pods [--iterations 50] [--skip-containerd]`
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use berth_conformance::pod_bench::{self, stats, Options};
 use clap::Parser;
 
@@ -52,21 +52,7 @@ fn main() -> Result<()> {
         density,
         skip_containerd: args.skip_containerd,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    // On Ctrl-C/SIGTERM the run future is dropped: the harness and the
-    // containerd daemon clean up in their Drop.
-    let report = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = pod_bench::run(&opts) => r.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-            _ = term.recv() => bail!("terminated"),
-        }
-    })?;
+    let report = berth_conformance::interrupt::block_on_interruptible(pod_bench::run(&opts))?;
 
     println!();
     for v in &report.versions {

@@ -103,21 +103,7 @@ fn main() -> Result<()> {
         work_parent: args.work_parent.clone(),
         keep: args.keep,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    // On Ctrl-C/SIGTERM the run future is dropped, which stops both
-    // daemons, unmounts, removes the temp dirs and stops the registry.
-    let report = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = pull_bench::run(&opts) => r.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; cleaned up"),
-            _ = term.recv() => bail!("terminated; cleaned up"),
-        }
-    })?;
+    let report = berth_conformance::interrupt::block_on_interruptible(pull_bench::run(&opts))?;
 
     println!();
     for (name, v) in &report.versions {
