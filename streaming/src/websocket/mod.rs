@@ -1,0 +1,1 @@
+//! WebSocket framing, handshake and the Kubernetes channel protocols.
