@@ -1,1 +1,18 @@
 //! SPDY/3.1 framing, header compression and sessions.
+//!
+//! Layers, bottom up: [`frame`] (the byte codec, header blocks still
+//! compressed), [`header_block`] (the name/value block and its zlib contexts),
+//! [`session`] (streams, flow control, PING/GOAWAY/RST over one connection)
+//! and [`handshake`] (the HTTP/1.1 upgrade that precedes a session).
+
+pub mod frame;
+pub mod handshake;
+pub mod header_block;
+pub mod session;
+mod stream;
+
+pub use session::{Incoming, Session, SpdyError};
+pub use stream::{SpdyReadHalf, SpdyStream, SpdyWriteHalf};
+
+/// Header name/value pairs of a stream; names are lower-case.
+pub type Headers = Vec<(String, String)>;
