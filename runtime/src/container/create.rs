@@ -138,6 +138,9 @@ impl Container {
             // image's directories are not ours to write.
             crate::rootfs::create_mount_targets(&loaded.spec, &loaded.rootfs)?;
         }
+        // Before the guard below: making a user namespace for a mapping may
+        // fork a helper, which must not land in the container's pid namespace.
+        let idmapped = crate::rootfs::PreparedIdmaps::prepare(&loaded.spec, &loaded.bundle)?;
         let (parent, child) = channel::pair()?;
         let cfg = InitConfig {
             id: &opts.id,
@@ -150,6 +153,7 @@ impl Container {
             no_new_keyring: opts.no_new_keyring,
             no_pivot: opts.no_pivot,
             stdio: opts.stdio,
+            idmapped: (!idmapped.is_empty()).then_some(&idmapped),
         };
         let guard = ParentNsGuard::enter(
             &plan.join_in_parent,
@@ -171,6 +175,8 @@ impl Container {
         };
         drop(guard);
         drop(child);
+        // The child holds its own copies; attached or not, ours are done.
+        drop(idmapped);
         cleanup.child = Some(pid);
         tracing::debug!(id = %opts.id, %pid, flags = ?plan.clone_flags, "init cloned");
 

@@ -72,6 +72,9 @@ pub enum ContainerError {
     /// Mount destinations for a user-namespaced container could not be made.
     #[error(transparent)]
     MountTargets(#[from] crate::rootfs::MountTargetError),
+    /// Id-mapped mount sources could not be prepared before the clone.
+    #[error("preparing id-mapped mounts: {0}")]
+    Idmap(#[from] crate::rootfs::RootfsError),
     /// A syscall in the runtime process failed.
     #[error("{op}: {source}")]
     Sys {

@@ -46,6 +46,9 @@ pub struct InitConfig<'a> {
     pub no_pivot: bool,
     /// Fds to install as stdin/stdout/stderr (default: inherited).
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// Id-mapped bind trees made by the parent before the clone (the init,
+    /// once in its user namespace, may not make them; it only attaches them).
+    pub idmapped: Option<&'a crate::rootfs::PreparedIdmaps>,
 }
 
 /// Runs the init sequence in the cloned child; never returns.
@@ -128,6 +131,7 @@ fn init(
         rootfs: cfg.rootfs,
         in_user_ns: plan.in_user_ns,
         cgroup_ns: plan.cgroup_ns,
+        idmapped: cfg.idmapped,
     })?;
     chan.send(&Msg::MountsReady)?;
     chan.expect(|m| matches!(m, Msg::HooksDone), "HooksDone")?;

@@ -8,12 +8,13 @@
 mod cgroup_mount;
 mod copyup;
 mod devices;
-mod idmap;
+pub mod idmap;
 mod masked;
 pub mod mount_options;
 pub mod mount_targets;
 pub mod mountinfo;
 mod mounts;
+pub mod overlay;
 mod pivot;
 pub mod safe_path;
 
@@ -33,6 +34,7 @@ use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 
+pub use idmap::PreparedIdmaps;
 pub use masked::finish_rootfs;
 pub use mount_targets::{create_mount_targets, MountTargetError};
 pub use pivot::{move_root, pivot_root, root_is_initramfs};
@@ -48,6 +50,9 @@ pub struct RootfsConfig<'a> {
     pub in_user_ns: bool,
     /// The container has its own cgroup namespace (affects the /sys/fs/cgroup mount).
     pub cgroup_ns: bool,
+    /// Id-mapped bind trees made before the clone ([`PreparedIdmaps::prepare`]);
+    /// without them id-mapped binds are made in place (privileged callers only).
+    pub idmapped: Option<&'a PreparedIdmaps>,
 }
 
 /// Errors of the rootfs set-up.
@@ -134,6 +139,19 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    /// Making an overlay with the new mount API failed.
+    #[error("overlay on {target:?}: {step} failed{}", if log.is_empty() { String::new() } else { format!(" ({log})") })]
+    Overlay {
+        /// The step (fsopen, fsconfig(...), fsmount, move_mount).
+        step: &'static str,
+        /// Where the overlay was to be attached.
+        target: PathBuf,
+        /// The kernel's messages from the filesystem context.
+        log: String,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
     /// A feature this runtime does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -190,9 +208,10 @@ pub fn prepare_rootfs(cfg: &RootfsConfig) -> Result<(), RootfsError> {
             .as_ref()
             .and_then(|l| l.mount_label().as_deref())
             .and_then(crate::lsm::mount_label_option),
+        idmapped: cfg.idmapped,
     };
-    for m in cfg.spec.mounts().as_deref().unwrap_or_default() {
-        mounts::mount_entry(&ctx, m)?;
+    for (index, m) in cfg.spec.mounts().iter().flatten().enumerate() {
+        mounts::mount_entry(&ctx, index, m)?;
     }
     devices::setup_dev(&ctx, cfg.spec)?;
     Ok(())

@@ -29,6 +29,8 @@ pub(super) struct MountContext<'a> {
     pub cgroup_ns: bool,
     /// `context="..."` for linux.mountLabel, when SELinux is on and a label is set.
     pub label_option: Option<String>,
+    /// Id-mapped bind trees `create` made on the host side.
+    pub idmapped: Option<&'a idmap::PreparedIdmaps>,
 }
 
 /// /proc files a bind mount may cover (lxcfs-style overrides), as runc allows.
@@ -294,8 +296,8 @@ fn refuse_symlink_destination(ctx: &MountContext, dest: &Path) -> Result<(), Roo
     }
 }
 
-/// Mounts one spec entry inside the rootfs.
-pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsError> {
+/// Mounts one spec entry (number `index` of the spec's mounts) inside the rootfs.
+pub(super) fn mount_entry(ctx: &MountContext, index: usize, m: &Mount) -> Result<(), RootfsError> {
     let dest = m.destination().as_path();
     let typ = m.typ().as_deref().unwrap_or("");
     let options = m.options().as_deref().unwrap_or_default();
@@ -325,7 +327,7 @@ pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsErr
     }
     let source = m.source().as_deref();
     if opts.is_bind() {
-        bind_entry(ctx, m, source, typ, &opts)
+        bind_entry(ctx, index, m, source, typ, &opts)
     } else {
         fs_entry(ctx, dest, source, typ, &opts)
     }
@@ -334,6 +336,7 @@ pub(super) fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<(), RootfsErr
 /// A bind (or rbind) mount of a host file or directory.
 fn bind_entry(
     ctx: &MountContext,
+    index: usize,
     m: &Mount,
     source: Option<&Path>,
     typ: &str,
@@ -353,7 +356,8 @@ fn bind_entry(
     check_proc_mount(&resolved, typ, Some(source), true)?;
     let rbind = opts.flags.contains(MsFlags::MS_REC);
     if let Some(recursive) = opts.idmap {
-        idmap::idmapped_bind(m, source, target.as_fd(), dest, rbind, recursive)?;
+        let prepared = ctx.idmapped.and_then(|p| p.tree(index));
+        idmap::idmapped_bind(m, prepared, source, target.as_fd(), dest, rbind, recursive)?;
     } else {
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         mount_on_fd(Some(source), target.as_fd(), None, flags, None)

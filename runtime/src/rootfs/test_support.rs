@@ -136,6 +136,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path) -> ChildResult {
         rootfs,
         in_user_ns: false,
         cgroup_ns: false,
+        idmapped: None,
     };
     prepare_rootfs(&cfg).map_err(msg)
 }

@@ -395,6 +395,7 @@ fn console_and_user_ns_device_binds() {
             rootfs: &root,
             in_user_ns: true,
             cgroup_ns: false,
+            idmapped: None,
         };
         prepare_rootfs(&cfg).map_err(msg)?;
         let null = std::fs::metadata(root.join("dev/null")).map_err(msg)?;
@@ -435,6 +436,7 @@ fn cgroup_mount_with_own_cgroup_namespace() {
             rootfs: &root,
             in_user_ns: false,
             cgroup_ns: true,
+            idmapped: None,
         };
         prepare_rootfs(&cfg).map_err(msg)?;
         let cg = root.join("sys/fs/cgroup");
@@ -565,6 +567,7 @@ fn user_namespace_fallbacks_keep_locked_flags() {
             rootfs: &root,
             in_user_ns: true,
             cgroup_ns: false,
+            idmapped: None,
         };
         prepare_rootfs(&cfg).map_err(msg)?;
         // sysfs needs a network namespace: the host's /sys is bound instead, read-only.
@@ -632,6 +635,7 @@ fn cgroup_mount_on_a_unified_host() {
                 rootfs: &root,
                 in_user_ns: false,
                 cgroup_ns,
+                idmapped: None,
             };
             prepare_rootfs(&cfg).map_err(msg)?;
             let cg = root.join("sys/fs/cgroup");

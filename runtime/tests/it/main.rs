@@ -14,6 +14,7 @@ mod commands;
 mod compare;
 mod exec;
 mod hooks;
+mod idmap;
 mod lifecycle;
 mod mounts;
 mod namespaces;
