@@ -206,6 +206,13 @@ pub fn idmapped_tree(
     Ok(tree)
 }
 
+/// Attaches a detached tree (from [`idmapped_tree`]) on the host path `target`.
+pub fn attach_tree(tree: BorrowedFd<'_>, target: &Path) -> Result<(), RootfsError> {
+    let dir = nix::fcntl::open(target, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| idmap_err("open target", target, e))?;
+    sys_move_mount(tree, dir.as_fd()).map_err(|e| idmap_err("move_mount", target, e))
+}
+
 /// Whether a spec mount is an id-mapped bind, and if so (rbind, ridmap).
 fn idmapped_bind_flags(m: &Mount) -> Result<Option<(bool, bool)>, RootfsError> {
     let dest = m.destination();
