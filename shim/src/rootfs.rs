@@ -82,7 +82,7 @@ pub enum RootfsError {
         target: PathBuf,
         /// What failed.
         #[source]
-        source: berth_runtime::rootfs::RootfsError,
+        source: Box<berth_runtime::rootfs::RootfsError>,
     },
 }
 
@@ -173,7 +173,7 @@ fn mount_idmapped(
     let err = |source| RootfsError::Idmapped {
         typ: m.typ.clone(),
         target: target.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let userns = userns_from_mappings(&maps.0, &maps.1).map_err(err)?;
     if flags.contains(MsFlags::MS_BIND) {
