@@ -5,6 +5,7 @@
 //! containers, made with the berth-runtime library in short-lived
 //! single-threaded helper processes (`helper.rs`).
 
+pub mod attach;
 pub mod console;
 pub mod daemon;
 pub mod events;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::attach::{self, AttachError, Hub};
 use crate::log_writer::{LogWriter, LogWriterError, Stream};
 
 /// Stack size of the copy threads (they only shuffle buffers).
@@ -55,6 +56,9 @@ pub enum StdioError {
     /// The process has no CRI log to reopen.
     #[error("the process does not write a CRI log")]
     NoLog,
+    /// The attach socket could not be set up.
+    #[error("attach socket")]
+    Attach(#[from] AttachError),
 }
 
 /// Where an output stream goes.
@@ -103,12 +107,16 @@ pub struct IoHandle {
     console: Option<Arc<OwnedFd>>,
     /// Set once the process is gone: stdin copiers stop.
     closed: Arc<AtomicBool>,
+    /// Output fan-out to attach clients (CRI log targets only).
+    attach: Option<Arc<Hub>>,
+    /// The attach socket, once served.
+    attach_server: Option<attach::AttachServer>,
 }
 
 /// Where the output of a terminal goes once its pty master arrives.
 enum Sink {
     Null,
-    Log(Arc<Mutex<LogWriter>>),
+    Log(Arc<Mutex<LogWriter>>, Arc<Hub>),
     Fd(OwnedFd),
 }
 
@@ -176,6 +184,15 @@ impl IoHandle {
         log.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .reopen()?;
+        Ok(())
+    }
+
+    /// Serves the attach socket in `bundle` (a no-op without a CRI log:
+    /// only CRI-logged output is teed).
+    pub fn serve_attach(&mut self, bundle: &Path) -> Result<(), StdioError> {
+        if let Some(hub) = &self.attach {
+            self.attach_server = Some(attach::serve(bundle, hub.clone())?);
+        }
         Ok(())
     }
 
@@ -291,7 +308,9 @@ fn prepare_tty(stdin: &str, stdout: &str) -> Result<PreparedIo, StdioError> {
         Target::Cri(p) => {
             let w = Arc::new(Mutex::new(LogWriter::open(p)?));
             handle.log = Some(w.clone());
-            Sink::Log(w)
+            let hub = Hub::new();
+            handle.attach = Some(hub.clone());
+            Sink::Log(w, hub)
         }
     };
     let stdin = if stdin.is_empty() {
@@ -362,9 +381,11 @@ pub fn prepare(
     if let Some(p) = log_path {
         let writer = Arc::new(Mutex::new(LogWriter::open(p)?));
         let done: DoneFlag = Arc::new((Mutex::new(false), Condvar::new()));
+        let hub = Hub::new();
         handle.log = Some(writer.clone());
         handle.done = Some(done.clone());
-        spawn_log_copier(log_pipes, writer, done)?;
+        handle.attach = Some(hub.clone());
+        spawn_log_copier(log_pipes, writer, hub, done)?;
     }
     let mut it = child_out.into_iter();
     let (Some(o), Some(e)) = (it.next(), it.next()) else {
@@ -411,18 +432,21 @@ fn copy_tty_out(master: &OwnedFd, out: Sink) {
                     // The reader went away; keep draining the pty.
                 }
             }
-            Sink::Log(w) => {
+            Sink::Log(w, hub) => {
                 let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Err(err) = w.write_stream(Stream::Stdout, &buf[..n]) {
                     tracing::warn!(%err, "writing the container log");
                 }
+                drop(w);
+                hub.publish(Stream::Stdout, &buf[..n]);
             }
         }
     }
-    if let Sink::Log(w) = &out {
+    if let Sink::Log(w, hub) = &out {
         if let Err(err) = w.lock().unwrap_or_else(PoisonError::into_inner).flush_all() {
             tracing::warn!(%err, "flushing the container log");
         }
+        hub.close();
     }
 }
 
@@ -498,13 +522,15 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), nix::Error> {
 fn spawn_log_copier(
     pipes: Vec<(Stream, OwnedFd)>,
     writer: Arc<Mutex<LogWriter>>,
+    hub: Arc<Hub>,
     done: DoneFlag,
 ) -> Result<(), StdioError> {
     std::thread::Builder::new()
         .name("cri-log".into())
         .stack_size(COPY_STACK)
         .spawn(move || {
-            copy_to_log(pipes, &writer);
+            copy_to_log(pipes, &writer, &hub);
+            hub.close();
             *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
             done.1.notify_all();
         })
@@ -515,7 +541,7 @@ fn spawn_log_copier(
     Ok(())
 }
 
-fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>) {
+fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>, hub: &Hub) {
     let mut buf = vec![0u8; 32 * 1024];
     while !pipes.is_empty() {
         let mut fds: Vec<PollFd<'_>> = pipes
@@ -547,6 +573,8 @@ fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>) {
                     if let Err(err) = w.write_stream(*stream, &buf[..n]) {
                         tracing::warn!(%err, "writing the container log");
                     }
+                    drop(w);
+                    hub.publish(*stream, &buf[..n]);
                 }
                 Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
                 Err(_) => closed.push(i),
@@ -632,5 +660,43 @@ mod tests {
         r.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty() || rest == b"x");
         assert!(io.handle.reopen_log().is_ok());
+    }
+
+    #[test]
+    fn cri_output_is_teed_to_attach_clients() {
+        use std::os::unix::net::UnixStream;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let uri = format!("cri://{}", log.display());
+        let io = prepare("", &uri, &uri, false).unwrap();
+        let [_in, out, err] = io.child;
+        let mut handle = io.handle;
+        handle.serve_attach(dir.path()).unwrap();
+        let mut c = UnixStream::connect(dir.path().join(attach::ATTACH_SOCKET)).unwrap();
+        // The accept thread registers the client asynchronously: write
+        // until the first frame arrives.
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut head = [0u8; 5];
+        let mut got = false;
+        for _ in 0..100 {
+            write_all(err.as_fd(), b"e").unwrap();
+            if c.read_exact(&mut head).is_ok() {
+                got = true;
+                break;
+            }
+        }
+        assert!(got, "no attach frame");
+        assert_eq!(head[0], attach::FRAME_STDERR);
+        c.set_read_timeout(None).unwrap();
+        let mut rest = Vec::new();
+        drop(err);
+        write_all(out.as_fd(), b"bye").unwrap();
+        drop(out);
+        c.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.ends_with(&[attach::FRAME_STDOUT, 0, 0, 0, 3, b'b', b'y', b'e']),
+            "{rest:?}"
+        );
+        assert!(handle.wait_output(Duration::from_secs(5)));
     }
 }

@@ -6,3 +6,5 @@
 
 pub mod spdy;
 pub mod websocket;
+pub mod portforward;
+pub mod remotecommand;

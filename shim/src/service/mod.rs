@@ -348,11 +348,15 @@ impl Service {
         }
         // The process holds its stdio now; the shim's copies must go so
         // that the log copier sees EOF when the container exits.
-        let io = {
+        let mut io = {
             let stdio::PreparedIo { child, handle, .. } = io;
             drop(child);
             handle
         };
+        // Attach is best effort: the container runs without it.
+        if let Err(err) = io.serve_attach(&req.bundle) {
+            tracing::warn!(error = %err, container_id = %id, "no attach socket");
+        }
         let mut init = Proc::new(pid, req.stdio.clone(), false);
         init.io = io;
         let task = Task {
