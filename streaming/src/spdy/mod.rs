@@ -5,13 +5,15 @@
 //! [`session`] (streams, flow control, PING/GOAWAY/RST over one connection)
 //! and [`handshake`] (the HTTP/1.1 upgrade that precedes a session).
 
+mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod header_block;
 pub mod session;
 mod stream;
 
-pub use session::{Incoming, Session, SpdyError};
+pub use conn::CloseReason;
+pub use session::{Incoming, Role, SendFlowControl, Session, SessionConfig, SpdyError};
 pub use stream::{SpdyReadHalf, SpdyStream, SpdyWriteHalf};
 
 /// Header name/value pairs of a stream; names are lower-case.
