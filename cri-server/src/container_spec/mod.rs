@@ -303,13 +303,6 @@ pub struct RuntimeOptions {
     pub cgroup_v2: bool,
     /// The memory swap controller is available (memory.memsw / memory.swap.max).
     pub swap_controller: bool,
-    /// The runtime can make id-mapped mounts for a container that joins an
-    /// existing user namespace. berth-runtime cannot yet (it makes them after
-    /// joining, where the kernel refuses), so leave this false: volumes of
-    /// user-namespaced pods are then bound without id mapping (on-disk owners
-    /// outside the pod's range show as `nobody`), and CRI mounts that carry
-    /// their own mappings are refused in such pods.
-    pub idmapped_mounts_in_userns: bool,
 }
 
 /// Everything [`build_container_spec`] needs.
@@ -532,7 +525,6 @@ pub fn build_container_spec(
         privileged,
         mounts::IdmapPolicy {
             pod_userns: user_ns.as_ref(),
-            idmap_in_userns: input.options.idmapped_mounts_in_userns,
         },
     )?;
     let (devices, device_rules) = mounts::devices(input.devices, &config.devices, privileged)?;

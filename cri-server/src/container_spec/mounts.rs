@@ -223,37 +223,26 @@ type IdMaps = (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>);
 pub(super) struct IdmapPolicy<'a> {
     /// The pod's user namespace, if it has one.
     pub pod_userns: Option<&'a PodUserNamespace>,
-    /// Whether the runtime can make id-mapped mounts for a container that
-    /// joins an existing user namespace (see `RuntimeOptions`).
-    pub idmap_in_userns: bool,
 }
 
 impl IdmapPolicy<'_> {
-    /// The pod's mappings, when volumes are to be id-mapped with them.
+    /// The pod's mappings: volumes of a user-namespaced pod are id-mapped
+    /// with them (berth-runtime makes the mounts before joining the pod's
+    /// user namespace), so on-disk owners keep their ids inside.
     fn pod_maps(&self) -> Option<IdMaps> {
         self.pod_userns
-            .filter(|_| self.idmap_in_userns)
             .map(|u| (u.uid_mappings.clone(), u.gid_mappings.clone()))
     }
 }
 
 /// The id mappings of a CRI mount: its own when the kubelet gives some, else
-/// the pod user namespace's (so on-disk owners keep their ids inside) when
-/// the runtime can apply them.
+/// the pod user namespace's.
 fn mount_id_maps(
     m: &cri::Mount,
     policy: IdmapPolicy<'_>,
 ) -> Result<Option<IdMaps>, SpecBuildError> {
     match (m.uid_mappings.is_empty(), m.gid_mappings.is_empty()) {
         (true, true) => Ok(policy.pod_maps()),
-        (false, false) if policy.pod_userns.is_some() && !policy.idmap_in_userns => {
-            Err(SpecBuildError::InvalidMount {
-                container_path: m.container_path.clone(),
-                reason:
-                    "id-mapped mounts inside a pod user namespace are not supported by the runtime"
-                        .into(),
-            })
-        }
         (false, false) => {
             let conv = |maps: &[cri::IdMapping], what| {
                 maps.iter()
@@ -515,10 +504,7 @@ pub(super) fn devices(
 mod tests {
     use super::*;
 
-    const NO_USERNS: IdmapPolicy<'static> = IdmapPolicy {
-        pod_userns: None,
-        idmap_in_userns: false,
-    };
+    const NO_USERNS: IdmapPolicy<'static> = IdmapPolicy { pod_userns: None };
 
     #[test]
     fn propagation_mapping() {

@@ -138,7 +138,6 @@ mod tests {
         RuntimeOptions {
             cgroup_v2: v2,
             swap_controller: swap,
-            ..Default::default()
         }
     }
 

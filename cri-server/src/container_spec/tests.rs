@@ -570,50 +570,66 @@ fn user_namespace_pods_join_the_pinned_userns() {
     let linux = b.spec.linux().as_ref().unwrap();
     assert_eq!(linux.uid_mappings().as_ref().unwrap()[0].host_id(), 100000);
     assert_eq!(linux.gid_mappings().as_ref().unwrap()[0].size(), 65536);
-    // The runtime cannot id-map inside a joined userns: plain binds by default.
-    assert_eq!(
-        mount_opts(&b, "/data").unwrap(),
-        vec!["rbind", "rprivate", "rw"]
-    );
-    // With a runtime that can, volumes and anonymous volumes are id-mapped.
-    let opts = RuntimeOptions {
-        idmapped_mounts_in_userns: true,
-        ..Default::default()
-    };
-    let b = build(&c, &sb, &pod, &opts).unwrap();
+    // Volumes and anonymous volumes are id-mapped with the pod's mappings
+    // (`idmap`: the bound mount only, not submounts an rbind brings along).
     let mounts = b.spec.mounts().clone().unwrap();
     for dest in ["/data", "/cache"] {
         let m = mounts
             .iter()
             .find(|m| m.destination() == Path::new(dest))
             .unwrap();
-        assert!(m.options().clone().unwrap().contains(&"idmap".to_string()));
-        assert_eq!(m.uid_mappings().as_ref().unwrap()[0].host_id(), 100000);
+        let options = m.options().clone().unwrap();
+        assert!(
+            options.contains(&"idmap".to_string()),
+            "{dest}: {options:?}"
+        );
+        assert!(
+            options.contains(&"rbind".to_string()),
+            "{dest}: {options:?}"
+        );
+        for maps in [m.uid_mappings(), m.gid_mappings()] {
+            let maps = maps.as_ref().unwrap();
+            assert_eq!(maps.len(), 1);
+            assert_eq!(
+                (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+                (0, 100000, 65536),
+                "{dest}: the pod's mapping"
+            );
+        }
     }
-    // Pod files are not id-mapped (they are world-readable).
-    assert!(!mount_opts(&b, "/etc/hosts")
-        .unwrap()
-        .contains(&"idmap".to_string()));
+    assert_eq!(
+        mount_opts(&b, "/data").unwrap(),
+        vec!["rbind", "rprivate", "rw", "idmap"]
+    );
+    // Pod files and kernel filesystems are not id-mapped.
+    for dest in ["/etc/hosts", "/proc", "/dev"] {
+        let m = mounts_of(&b, dest);
+        assert!(
+            !m.options().clone().unwrap().contains(&"idmap".to_string()),
+            "{dest}"
+        );
+        assert!(m.uid_mappings().is_none(), "{dest}");
+    }
 
-    // Explicit CRI mappings in a userns pod need the runtime support.
+    // Explicit CRI mappings on a mount win over the pod's.
     c.mounts[0].uid_mappings = vec![berth_proto::cri::IdMapping {
         host_id: 5000,
         container_id: 0,
         length: 10,
     }];
     c.mounts[0].gid_mappings = c.mounts[0].uid_mappings.clone();
-    assert!(matches!(
-        build(&c, &sb, &pod, &Default::default()).unwrap_err(),
-        SpecBuildError::InvalidMount { .. }
-    ));
-    let b = build(&c, &sb, &pod, &opts).unwrap();
+    let b = build(&c, &sb, &pod, &Default::default()).unwrap();
     let data = mounts_of(&b, "/data");
     assert_eq!(data.uid_mappings().as_ref().unwrap()[0].host_id(), 5000);
+    assert_eq!(
+        mounts_of(&b, "/cache").uid_mappings().as_ref().unwrap()[0].host_id(),
+        100000
+    );
 
     // No pinned userns in the pod facts: refused.
     pod.user = None;
     assert!(matches!(
-        build(&c, &sb, &pod, &opts).unwrap_err(),
+        build(&c, &sb, &pod, &Default::default()).unwrap_err(),
         SpecBuildError::MissingNamespace { .. }
     ));
 }

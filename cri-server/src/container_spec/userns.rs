@@ -6,20 +6,21 @@
 //! means the host's user namespace. `CONTAINER` and `TARGET` are refused, as
 //! the CRI defines no meaning for them with user namespaces.
 //!
-//! What the id mappings mean for files: a file owned by uid 0 on the host's
-//! disk appears as the overflow uid (`nobody`) inside the pod unless the mount
-//! is id-mapped. The container spec therefore id-maps CRI mounts and
-//! anonymous image volumes (`ridmap` with the pod's mappings, so on-disk uid
-//! `n` appears as container uid `n`). The rootfs (`root.path`) cannot be
-//! id-mapped through the spec: overlayfs itself accepts no idmapped mount, so
-//! the caller that mounts the rootfs must either build the overlay from
-//! id-mapped lower layers (open_tree + `MOUNT_ATTR_IDMAP` of each lowerdir
-//! with these mappings, Linux >= 5.19) with the upperdir and workdir owned by
-//! [`PodUserNamespace::host_root_uid`]/[`PodUserNamespace::host_root_gid`], or
-//! at least chown the upperdir and workdir to those ids so the container's
-//! root owns `/`. Files of the image then show as `nobody` but stay readable.
-//! Mount destinations such as `/etc/hosts` in the image's (unmapped)
-//! directories are made by berth-runtime before it enters the user namespace
+//! What the id mappings mean for files: without id-mapped mounts a file
+//! owned by uid 0 on the host's disk appears as the overflow uid (`nobody`)
+//! inside the pod. So the container spec id-maps CRI mounts and anonymous
+//! image volumes with the pod's mappings (`idmap` plus the mount's
+//! `uidMappings`/`gidMappings`): on-disk uid `n` appears as container uid `n`,
+//! and what the pod writes there lands as the same `n` on disk, as with
+//! containerd 2 (berth-runtime makes these mounts before it joins the pod's
+//! user namespace, where it could not). The rootfs is id-mapped by whoever
+//! mounts it: berthd asks the shim for an overlay with containerd 2's
+//! `uidmap=`/`gidmap=` options, and the shim id-maps the image layers (an
+//! overlay mount cannot be id-mapped itself); the writable layer stays
+//! unmapped, its root directory owned by [`PodUserNamespace::host_root_uid`]
+//! / [`PodUserNamespace::host_root_gid`], so the container's writes keep the
+//! pod's host ids. Mount destinations such as `/etc/hosts` are made by
+//! berth-runtime before it enters the user namespace
 //! (`berth_runtime::rootfs::create_mount_targets`).
 
 use berth_proto::cri::{IdMapping, NamespaceMode, NamespaceOption, PodSandboxConfig};
@@ -46,6 +47,21 @@ impl PodUserNamespace {
     /// The host gid the container's root group maps to.
     pub fn host_root_gid(&self) -> u32 {
         self.gid_mappings.first().map_or(0, |m| m.host_id())
+    }
+
+    /// The rootfs mount options asking the shim to id-map the image layers
+    /// (containerd 2's `uidmap=<container>:<host>:<size>[,...]` and `gidmap=`).
+    pub fn rootfs_mount_options(&self) -> Vec<String> {
+        let text = |maps: &[LinuxIdMapping]| {
+            maps.iter()
+                .map(|m| format!("{}:{}:{}", m.container_id(), m.host_id(), m.size()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        vec![
+            format!("uidmap={}", text(&self.uid_mappings)),
+            format!("gidmap={}", text(&self.gid_mappings)),
+        ]
     }
 }
 
@@ -216,6 +232,10 @@ mod tests {
         assert_eq!(u.host_root_gid(), 2000);
         assert_eq!(u.uid_mappings[0].size(), 100000);
         assert_eq!(u.uid_mappings[0].container_id(), 0);
+        assert_eq!(
+            u.rootfs_mount_options(),
+            vec!["uidmap=0:1000:100000", "gidmap=0:2000:100000"]
+        );
     }
 
     #[test]

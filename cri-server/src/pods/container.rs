@@ -75,8 +75,6 @@ pub(crate) fn runtime_options() -> RuntimeOptions {
         cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         swap_controller: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
             || Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
-        // Anything else keeps the spec builder's conservative default.
-        ..Default::default()
     }
 }
 
@@ -290,22 +288,24 @@ impl PodManager {
         let data = c.rec.data_dir.clone();
         let (upper, work, volumes) = (data.join("upper"), data.join("work"), data.join("volumes"));
         mkdirs(&[&rootfs, &upper, &work, &volumes])?;
-        if let Some(userns) = pod_user_namespace(&pod.config)? {
-            // The image layers stay owned by host root (seen as the overflow
-            // id inside); the writable layer belongs to the pod's root.
+        let userns = pod_user_namespace(&pod.config)?;
+        if let Some(userns) = &userns {
+            // The shim id-maps the image layers (host root shows as the pod's
+            // root); the writable layer is not mapped, so the overlay's `/`
+            // (the upper directory) must belong to the pod's root. Only that
+            // directory: the work dir is overlayfs' own, used with its
+            // mounter's (host root) credentials.
             let (uid, gid) = (userns.host_root_uid(), userns.host_root_gid());
-            for d in [&upper, &work] {
-                nix::unistd::chown(
-                    d.as_path(),
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                )
-                .map_err(|e| PodError::Io {
-                    op: "chowning to the pod's root",
-                    path: d.clone(),
-                    source: e.into(),
-                })?;
-            }
+            nix::unistd::chown(
+                upper.as_path(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| PodError::Io {
+                op: "chowning to the pod's root",
+                path: upper.clone(),
+                source: e.into(),
+            })?;
         }
 
         let image_config: Option<oci_spec::image::ImageConfiguration> =
@@ -397,23 +397,28 @@ impl PodManager {
         shim.create(&CreateTask {
             id: c.id.clone(),
             bundle,
-            overlay: Some(vec![
-                format!("lowerdir={lowerdir}"),
-                format!("upperdir={}", upper.display()),
-                format!("workdir={}", work.display()),
-                // Durability trade-off: without `volatile` overlayfs syncs
-                // the whole upper file system (the node's root disk) on a
-                // syncfs in the container and when the rootfs is unmounted,
-                // which made RemoveContainer wait for unrelated dirty data
-                // (up to hundreds of ms on a busy disk); `volatile` also
-                // turns the container's fsyncs of rootfs files into no-ops.
-                // The writable layer is disposable: it is mounted once, never
-                // remounted, and after a node crash the kubelet makes new
-                // containers with fresh layers, so nothing on it must
-                // survive one.
-                // Volumes and logs are not on it and keep their syncs.
-                "volatile".to_string(),
-            ]),
+            overlay: Some(
+                vec![
+                    format!("lowerdir={lowerdir}"),
+                    format!("upperdir={}", upper.display()),
+                    format!("workdir={}", work.display()),
+                    // Durability trade-off: without `volatile` overlayfs syncs
+                    // the whole upper file system (the node's root disk) on a
+                    // syncfs in the container and when the rootfs is unmounted,
+                    // which made RemoveContainer wait for unrelated dirty data
+                    // (up to hundreds of ms on a busy disk); `volatile` also
+                    // turns the container's fsyncs of rootfs files into no-ops.
+                    // The writable layer is disposable: it is mounted once, never
+                    // remounted, and after a node crash the kubelet makes new
+                    // containers with fresh layers, so nothing on it must
+                    // survive one.
+                    // Volumes and logs are not on it and keep their syncs.
+                    "volatile".to_string(),
+                ]
+                .into_iter()
+                .chain(userns.iter().flat_map(|u| u.rootfs_mount_options()))
+                .collect(),
+            ),
             terminal: c.config.tty,
             stdin,
             stdout: out.clone(),
