@@ -12,6 +12,9 @@ pub mod header_block;
 pub mod session;
 mod stream;
 
+#[cfg(test)]
+mod go_interop_tests;
+
 pub use conn::CloseReason;
 pub use session::{Incoming, Role, SendFlowControl, Session, SessionConfig, SpdyError};
 pub use stream::{SpdyReadHalf, SpdyStream, SpdyWriteHalf};
