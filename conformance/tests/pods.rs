@@ -500,7 +500,10 @@ async fn stop_pod_stops_its_containers_and_keeps_their_status() {
 
 /// `hostUsers: false`: the pod gets its own user namespace with the
 /// kubelet's mappings; its containers run as root inside it, mapped to an
-/// unprivileged host uid, and still have the pod's network.
+/// unprivileged host uid, and still have the pod's network. The rootfs and
+/// volumes are id-mapped: image files and host files owned by host root show
+/// as root inside, the pod's writes to a hostPath volume land as host root,
+/// and its writes to the rootfs keep the pod's host uid in the writable layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_namespace_pod_maps_root_to_an_unprivileged_host_id() {
     let (b, c) = berth();
@@ -525,7 +528,45 @@ async fn user_namespace_pod_maps_root_to_an_unprivileged_host_id() {
         uids: vec![map(1_000_000_000)],
         gids: vec![map(1_000_000_000)],
     });
-    let p = pod_with(&b, &c, config, "inside", &["sleep", "1000000"]).await;
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("host-file"), "h").unwrap();
+    let pod = c.run_pod(&config).await.unwrap();
+    let mut cc = container_config("inside", &b.busybox(), &["sleep", "1000000"]);
+    match_pod_namespaces(&mut cc, &config);
+    cc.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    }];
+    let ctr = c.create_started(&pod, &cc, &config).await.unwrap();
+    let p = PodWith { config, pod, ctr };
+    let owners = c
+        .exec_ok(
+            &p.ctr,
+            &[
+                "sh",
+                "-c",
+                "stat -c %u:%g /bin/busybox /vol/host-file && echo x > /vol/from-pod && echo y > /from-pod",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        owners.lines().collect::<Vec<_>>(),
+        ["0:0", "0:0"],
+        "image file and host file owners seen inside: {owners:?}"
+    );
+    let owner = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&vol.path().join("from-pod")), (0, 0));
+    let upper = b.fp.root.join("root/containers").join(&p.ctr).join("upper");
+    assert_eq!(
+        owner(&upper.join("from-pod")),
+        (1_000_000_000, 1_000_000_000)
+    );
     let uid_map = c
         .exec_ok(&p.ctr, &["cat", "/proc/self/uid_map"])
         .await
