@@ -69,18 +69,26 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 }
 
-/// `[streaming]`
+/// `[streaming]`: the exec/attach/port-forward HTTP server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamingConfig {
     /// `host:port` the streaming server listens on (port 0: any free port).
+    /// The default is loopback only: the kubelet (or crictl) on this node is
+    /// the only client.
     pub address: String,
+    /// PEM certificate chain: serve HTTPS (needs `tls_key_file` too).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig {
             address: "127.0.0.1:0".to_string(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -244,6 +252,25 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
+        if config.streaming.tls_cert_file.is_some() != config.streaming.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "streaming.tls_cert_file",
+                reason: "and streaming.tls_key_file must be set together",
+            });
+        }
+        if config
+            .streaming
+            .address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "streaming.address",
+                reason: "must be an IP:port socket address",
+            });
+        }
         if config.registry.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -375,6 +402,28 @@ max_entries = 10
         ));
         assert!(matches!(
             Config::parse("[registry]\nmax_concurrent_downloads = 0", Path::new("x")),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn streaming_tls_needs_both_files_and_an_ip_address() {
+        let p = Path::new("t.toml");
+        let c = Config::parse(
+            "[streaming]\naddress = \"[::1]:0\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            c.streaming.tls_key_file.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
+        assert!(matches!(
+            Config::parse("[streaming]\ntls_cert_file = \"/c.pem\"\n", p),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[streaming]\naddress = \"localhost:1\"\n", p),
             Err(ConfigError::Invalid { .. })
         ));
     }

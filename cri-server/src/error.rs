@@ -43,6 +43,18 @@ pub enum Error {
     /// A pod or container operation failed (boxed: it is large).
     #[error(transparent)]
     Pods(Box<PodError>),
+    /// The streaming server cannot take the request.
+    #[error(transparent)]
+    Streaming(Box<crate::streaming::StreamingError>),
+}
+
+impl From<crate::streaming::StreamingError> for Error {
+    fn from(err: crate::streaming::StreamingError) -> Self {
+        match err {
+            crate::streaming::StreamingError::Pods(p) => Error::Pods(Box::new(p)),
+            other => Error::Streaming(Box::new(other)),
+        }
+    }
 }
 
 impl From<PodError> for Error {
@@ -119,6 +131,12 @@ impl From<Error> for tonic::Status {
             },
             Error::Store(_) | Error::Task(_) => tonic::Status::internal(msg),
             Error::Pods(p) => tonic::Status::new(pod_code(p), msg),
+            Error::Streaming(s) => match s.as_ref() {
+                crate::streaming::StreamingError::TooManyRequests => {
+                    tonic::Status::resource_exhausted(msg)
+                }
+                _ => tonic::Status::internal(msg),
+            },
         }
     }
 }

@@ -18,3 +18,4 @@ pub mod pods;
 pub mod runtime_service;
 pub mod server;
 pub mod store;
+pub mod streaming;

@@ -1,6 +1,7 @@
 //! CRI RuntimeService: handlers decode the request, call [`PodManager`]
-//! and map the result. Exec, Attach and PortForward come with the
-//! streaming work and answer `Unimplemented` until then.
+//! and map the result. Exec, Attach and PortForward hand out URLs of the
+//! streaming server ([`crate::streaming`]); without one they answer
+//! `Unimplemented`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tracing::{info_span, Instrument};
 use crate::error::Error;
 use crate::pods::convert;
 use crate::pods::PodManager;
+use crate::streaming::StreamingService;
 
 /// The runtime name reported by `Version`.
 pub const RUNTIME_NAME: &str = "berth";
@@ -35,12 +37,26 @@ pub const HANDLER_FEATURES: cri::RuntimeHandlerFeatures = cri::RuntimeHandlerFea
 #[derive(Debug, Clone)]
 pub struct CriRuntimeService {
     pods: Arc<PodManager>,
+    streaming: Option<Arc<StreamingService>>,
 }
 
 impl CriRuntimeService {
-    /// A service over `pods`.
+    /// A service over `pods` (no streaming server).
     pub fn new(pods: Arc<PodManager>) -> Self {
-        CriRuntimeService { pods }
+        CriRuntimeService {
+            pods,
+            streaming: None,
+        }
+    }
+
+    /// Serves Exec, Attach and PortForward through `streaming`.
+    pub fn with_streaming(mut self, streaming: Arc<StreamingService>) -> Self {
+        self.streaming = Some(streaming);
+        self
+    }
+
+    fn streaming(&self, rpc: &'static str) -> Result<&StreamingService, Status> {
+        self.streaming.as_deref().ok_or_else(|| unimplemented(rpc))
     }
 }
 
@@ -349,23 +365,47 @@ impl RuntimeService for CriRuntimeService {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(unimplemented("Exec"))
+        let req = request.into_inner();
+        let span = info_span!("Exec", container_id = %req.container_id, tty = req.tty);
+        let url = self
+            .streaming("Exec")?
+            .exec(req)
+            .instrument(span)
+            .await
+            .map_err(|e| Status::from(Error::from(e)))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(unimplemented("Attach"))
+        let req = request.into_inner();
+        let span = info_span!("Attach", container_id = %req.container_id, tty = req.tty);
+        let url = self
+            .streaming("Attach")?
+            .attach(req)
+            .instrument(span)
+            .await
+            .map_err(|e| Status::from(Error::from(e)))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward"))
+        let req = request.into_inner();
+        let span = info_span!("PortForward", pod_id = %req.pod_sandbox_id);
+        let url = self
+            .streaming("PortForward")?
+            .port_forward(req)
+            .instrument(span)
+            .await
+            .map_err(|e| Status::from(Error::from(e)))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -19,6 +19,7 @@ use crate::pods::events::{EventsError, EventsServer};
 use crate::pods::{PodError, PodManager, PodsConfig};
 use crate::runtime_service::CriRuntimeService;
 use crate::store::{Store, StoreError};
+use crate::streaming::{StreamingError, StreamingServer};
 
 /// Permissions of the socket: owner and group may talk CRI.
 const SOCKET_MODE: u32 = 0o660;
@@ -68,6 +69,9 @@ pub enum ServerError {
     /// Start-up reconciliation of pods and containers failed.
     #[error("reconciling pods and containers")]
     Reconcile(#[from] PodError),
+    /// The streaming server could not start.
+    #[error("starting the streaming server")]
+    Streaming(#[from] StreamingError),
 }
 
 /// A daemon whose store is open and socket bound, ready to serve.
@@ -78,6 +82,7 @@ pub struct Daemon {
     events: EventsServer,
     listener: UnixListener,
     socket: PathBuf,
+    streaming: StreamingServer,
 }
 
 impl Daemon {
@@ -112,6 +117,7 @@ impl Daemon {
         ));
         let events = EventsServer::start(&pods.config().events_socket()).await?;
         pods.reconcile().await?;
+        let streaming = StreamingServer::bind(&config.streaming, pods.clone()).await?;
         let listener = bind_socket(&socket).await?;
         info!(socket = %socket.display(), root = %config.root.display(), "berthd listening");
         Ok(Daemon {
@@ -120,7 +126,13 @@ impl Daemon {
             events,
             listener,
             socket,
+            streaming,
         })
+    }
+
+    /// The streaming server's URL prefix (`http://127.0.0.1:<port>`).
+    pub fn streaming_url(&self) -> &str {
+        self.streaming.service().base_url()
     }
 
     /// The image manager (tests read its counters).
@@ -142,15 +154,23 @@ impl Daemon {
     /// removes the socket.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let incoming = UnixListenerStream::new(self.listener);
+        let runtime = CriRuntimeService::new(self.pods.clone())
+            .with_streaming(self.streaming.service().clone());
+        let (stop_streaming, streaming_stopped) = tokio::sync::oneshot::channel::<()>();
+        let streaming = tokio::spawn(self.streaming.serve(async {
+            let _ = streaming_stopped.await;
+        }));
         let result = tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(CriRuntimeService::new(
-                self.pods.clone(),
-            )))
+            .add_service(RuntimeServiceServer::new(runtime))
             .add_service(ImageServiceServer::new(CriImageService::new(
                 self.images.clone(),
             )))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
+        let _ = stop_streaming.send(());
+        if let Err(err) = streaming.await {
+            warn!(?err, "streaming server task failed");
+        }
         if let Err(err) = std::fs::remove_file(&self.socket) {
             warn!(?err, socket = %self.socket.display(), "cannot remove socket");
         }

@@ -1,7 +1,6 @@
 //! ExecSync: run a command in a running container through the shim's
 //! `Exec`, collecting stdout and stderr from FIFOs up to a cap.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,31 +41,14 @@ async fn drain(mut pipe: tokio::net::unix::pipe::Receiver, cap: usize) -> Vec<u8
     out
 }
 
+/// Makes an output FIFO, opened read-write until the shim holds its end.
 fn fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver, PodError> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
-        PodError::Io {
-            op: "creating exec FIFO",
-            path: path.to_path_buf(),
-            source: e.into(),
-        }
-    })?;
-    // Opened for reading without blocking before the shim opens it for
-    // writing; read_write keeps EOF from arriving before the writer shows
-    // up, so it is reopened read-only once the exec has started.
-    tokio::net::unix::pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(path)
-        .map_err(PodError::io("opening exec FIFO", path))
+    super::fifo::create_placeholder_reader(path).map_err(PodError::io("creating exec FIFO", path))
 }
 
+/// The real read end of an output FIFO.
 fn reader(path: &Path) -> Result<tokio::net::unix::pipe::Receiver, PodError> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(PodError::io("opening exec FIFO", path))?;
-    tokio::net::unix::pipe::Receiver::from_file(f)
-        .map_err(PodError::io("registering exec FIFO", path))
+    super::fifo::reader(path).map_err(PodError::io("opening exec FIFO", path))
 }
 
 impl PodManager {

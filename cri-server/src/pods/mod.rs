@@ -13,6 +13,7 @@ pub mod container;
 pub mod convert;
 pub mod events;
 pub mod exec;
+pub mod fifo;
 pub mod layers;
 pub mod locks;
 pub mod reconcile;

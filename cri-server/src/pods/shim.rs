@@ -454,7 +454,7 @@ impl ShimClient {
         })
     }
 
-    /// `Exec` of an OCI process (JSON) with FIFO stdio.
+    /// `Exec` of an OCI process (JSON) with FIFO stdout/stderr, no stdin.
     pub async fn exec(
         &self,
         id: &str,
@@ -463,13 +463,29 @@ impl ShimClient {
         stdout: &str,
         stderr: &str,
     ) -> Result<(), ShimError> {
+        let stdio = ExecStdio {
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+            ..Default::default()
+        };
+        self.exec_with(id, exec_id, process_json, &stdio).await
+    }
+
+    /// `Exec` of an OCI process (JSON) with the given stdio and terminal.
+    pub async fn exec_with(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: Vec<u8>,
+        stdio: &ExecStdio,
+    ) -> Result<(), ShimError> {
         let req = api::ExecProcessRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
-            terminal: false,
-            stdin: String::new(),
-            stdout: stdout.to_string(),
-            stderr: stderr.to_string(),
+            terminal: stdio.terminal,
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
             spec: Some(Any {
                 type_url: PROCESS_TYPE_URL.to_string(),
                 value: process_json,
@@ -532,6 +548,43 @@ impl ShimClient {
         Ok(())
     }
 
+    /// `ResizePty` of a task's init (`exec_id` "") or exec.
+    pub async fn resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ShimError> {
+        let req = api::ResizePtyRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.task
+            .resize_pty(ctx(), &req)
+            .await
+            .map_err(Self::rpc("ResizePty", id))?;
+        Ok(())
+    }
+
+    /// `CloseIO`: closes the stdin of a task's init or exec.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let req = api::CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.task
+            .close_io(ctx(), &req)
+            .await
+            .map_err(Self::rpc("CloseIO", id))?;
+        Ok(())
+    }
+
     /// `Connect`: (shim pid, task pid); a cheap liveness probe.
     pub async fn connect_task(&self, id: &str) -> Result<(u32, u32), ShimError> {
         let req = api::ConnectRequest {
@@ -564,6 +617,19 @@ impl ShimClient {
             }),
         }
     }
+}
+
+/// stdio of an exec: FIFO paths ("" for none) and the terminal flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecStdio {
+    /// A pty instead of pipes (stdout carries both streams).
+    pub terminal: bool,
+    /// stdin FIFO.
+    pub stdin: String,
+    /// stdout FIFO.
+    pub stdout: String,
+    /// stderr FIFO (empty with a terminal).
+    pub stderr: String,
 }
 
 #[cfg(test)]

@@ -11,5 +11,6 @@ mod mirrors;
 mod network;
 mod pods;
 mod pods_env;
+mod streaming;
 mod support;
 mod tls;

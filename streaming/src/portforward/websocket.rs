@@ -93,6 +93,9 @@ where
     }
     let closer = writer.clone();
     let task = tokio::spawn(async move {
+        // Held until the connection ends: `Forwarder::next` returns None
+        // only then (dropping the Forwarder aborts this task).
+        let _tx = tx;
         let route = async {
             loop {
                 let msg = match reader.recv().await {

@@ -226,7 +226,11 @@ pub fn expected_streams(opts: StreamOptions, version: Version) -> Vec<&'static s
 }
 
 #[cfg(test)]
-mod tests {
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]

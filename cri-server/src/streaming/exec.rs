@@ -1,0 +1,268 @@
+//! Streaming exec: the command runs through the pod's shim (`Exec` with
+//! FIFO stdio, a pty when tty), its FIFOs are copied to the client's
+//! streams, resizes become `ResizePty`, the exit code goes on the error
+//! stream. A client that leaves first gets its process killed and
+//! deleted; every FIFO descriptor is owned by a task that ends with the
+//! session.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::cri;
+use berth_streaming::remotecommand::{CommandResult, OutputWriter, ServerStreams, StdinReader};
+
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::ClientStreams;
+use crate::pods::sandbox::SIGKILL;
+use crate::pods::shim::ExecStdio;
+use crate::pods::{fifo, new_id, PodError, PodManager, ShimClient};
+
+/// How long output may keep flowing after the process exited (a child
+/// that inherited the pipe keeps it open).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed exec may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `req` against `streams` to the end and reports its result.
+pub async fn run(pods: Arc<PodManager>, req: cri::ExecRequest, streams: ServerStreams) {
+    let id = req.container_id.clone();
+    let (client, status) = ClientStreams::split(streams);
+    let result = match prepare(&pods, &req).await {
+        Ok(exec) => exec.run(client).await,
+        Err(e) => CommandResult::Error(crate::error::chain(&e)),
+    };
+    debug!(container_id = %id, ?result, "streaming exec finished");
+    if let Err(err) = status.finish(result).await {
+        debug!(error = %crate::error::chain(&err), "sending the exec status");
+    }
+}
+
+/// A created-but-not-started exec and what cleans it up.
+struct Exec {
+    shim: ShimClient,
+    pod_id: String,
+    id: String,
+    exec_id: String,
+    dir: PathBuf,
+    tty: bool,
+    process_json: Vec<u8>,
+}
+
+async fn prepare(pods: &PodManager, req: &cri::ExecRequest) -> Result<Exec, PodError> {
+    let (c, shim) = pods.running_container_shim(&req.container_id).await?;
+    let mut process = c.rec.process.clone();
+    if let Some(obj) = process.as_object_mut() {
+        obj.insert("args".into(), serde_json::json!(req.cmd));
+        obj.insert("terminal".into(), serde_json::Value::Bool(req.tty));
+        obj.remove("consoleSize");
+    }
+    let process_json = serde_json::to_vec(&process).map_err(|source| PodError::Json {
+        id: c.id.clone(),
+        source,
+    })?;
+    let exec_id = new_id()?[..32].to_string();
+    let dir = pods
+        .config()
+        .container_state_dir(&c.id)
+        .join(format!("exec-{exec_id}"));
+    std::fs::create_dir_all(&dir).map_err(PodError::io("creating", &dir))?;
+    Ok(Exec {
+        shim,
+        pod_id: c.pod_id,
+        id: c.id,
+        exec_id,
+        dir,
+        tty: req.tty,
+        process_json,
+    })
+}
+
+/// Copies a FIFO to a client stream, then ends that stream.
+async fn copy_out(mut from: tokio::net::unix::pipe::Receiver, mut to: OutputWriter) {
+    if let Err(err) = tokio::io::copy(&mut from, &mut to).await {
+        debug!(%err, "exec output copy ended");
+    }
+    let _ = to.shutdown().await;
+}
+
+fn io_path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Exec {
+    async fn run(self, streams: ClientStreams) -> CommandResult {
+        let result = self.run_inner(streams).await;
+        self.cleanup().await;
+        match result {
+            Ok(r) => r,
+            Err(e) => CommandResult::Error(crate::error::chain(&e)),
+        }
+    }
+
+    async fn run_inner(&self, streams: ClientStreams) -> Result<CommandResult, PodError> {
+        let ClientStreams {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            mut disconnected,
+        } = streams;
+        // A terminal has one output: a stderr stream would stay empty.
+        let stderr = stderr.filter(|_| !self.tty);
+        let stdin_path = self.dir.join("stdin");
+        let out_path = self.dir.join("stdout");
+        let err_path = self.dir.join("stderr");
+        let mut stdio = ExecStdio {
+            terminal: self.tty,
+            ..Default::default()
+        };
+        let mut stdin_fifo = None;
+        if stdin.is_some() {
+            fifo::create(&stdin_path).map_err(PodError::io("creating exec FIFO", &stdin_path))?;
+            stdin_fifo =
+                Some(fifo::writer(&stdin_path).map_err(PodError::io("opening", &stdin_path))?);
+            stdio.stdin = io_path(&stdin_path);
+        }
+        let mut placeholders = Vec::new();
+        if stdout.is_some() {
+            placeholders.push(
+                fifo::create_placeholder_reader(&out_path)
+                    .map_err(PodError::io("creating exec FIFO", &out_path))?,
+            );
+            stdio.stdout = io_path(&out_path);
+        }
+        if stderr.is_some() {
+            placeholders.push(
+                fifo::create_placeholder_reader(&err_path)
+                    .map_err(PodError::io("creating exec FIFO", &err_path))?,
+            );
+            stdio.stderr = io_path(&err_path);
+        }
+        self.shim
+            .exec_with(&self.id, &self.exec_id, self.process_json.clone(), &stdio)
+            .await
+            .map_err(PodError::shim(&self.pod_id))?;
+        self.shim
+            .start_task(&self.id, &self.exec_id)
+            .await
+            .map_err(PodError::shim(&self.pod_id))?;
+
+        // The shim holds the write ends now: readers see EOF when it closes.
+        let mut outputs: Vec<JoinHandle<()>> = Vec::new();
+        for (path, writer) in [(&out_path, stdout), (&err_path, stderr)] {
+            let Some(w) = writer else { continue };
+            let r = fifo::reader(path).map_err(PodError::io("opening exec FIFO", path))?;
+            outputs.push(tokio::spawn(copy_out(r, w)));
+        }
+        drop(placeholders);
+        let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
+        if let (Some(client), Some(fifo)) = (stdin, stdin_fifo) {
+            side_tasks.push(tokio::spawn(copy_stdin(
+                client,
+                fifo,
+                self.shim.clone(),
+                self.id.clone(),
+                self.exec_id.clone(),
+            )));
+        }
+        if let Some(mut sizes) = resize {
+            let (shim, id, exec_id) = (self.shim.clone(), self.id.clone(), self.exec_id.clone());
+            side_tasks.push(tokio::spawn(async move {
+                while let Some(s) = sizes.recv().await {
+                    let (w, h) = (u32::from(s.width), u32::from(s.height));
+                    if let Err(e) = shim.resize_pty(&id, &exec_id, w, h).await {
+                        debug!(error = %crate::error::chain(&e), "exec resize");
+                    }
+                }
+            }));
+        }
+
+        let exit = tokio::select! {
+            r = self.shim.wait(&self.id, &self.exec_id, None) => Some(r),
+            _ = disconnected.wait() => None,
+        };
+        let result = match exit {
+            Some(Ok(exit)) => {
+                let code = i32::try_from(exit.exit_status).unwrap_or(255);
+                for t in outputs {
+                    let abort = t.abort_handle();
+                    if tokio::time::timeout(OUTPUT_GRACE, t).await.is_err() {
+                        abort.abort();
+                    }
+                }
+                Ok(if code == 0 {
+                    CommandResult::Success
+                } else {
+                    CommandResult::ExitCode(code)
+                })
+            }
+            Some(Err(e)) => {
+                outputs.iter().for_each(JoinHandle::abort);
+                Err(PodError::shim(&self.pod_id)(e))
+            }
+            None => {
+                debug!(container_id = %self.id, exec_id = %self.exec_id, "client left; killing the exec");
+                outputs.iter().for_each(JoinHandle::abort);
+                self.kill().await;
+                Ok(CommandResult::Error("the client disconnected".into()))
+            }
+        };
+        side_tasks.iter().for_each(JoinHandle::abort);
+        result
+    }
+
+    /// SIGKILL and wait until the shim reaped it (so Delete succeeds).
+    async fn kill(&self) {
+        if let Err(e) = self
+            .shim
+            .kill(&self.id, &self.exec_id, SIGKILL, false)
+            .await
+        {
+            if !e.is_not_found() {
+                warn!(error = %crate::error::chain(&e), exec_id = %self.exec_id, "killing an abandoned exec");
+            }
+        }
+        if let Err(e) = self
+            .shim
+            .wait(&self.id, &self.exec_id, Some(KILL_WAIT))
+            .await
+        {
+            debug!(error = %crate::error::chain(&e), "waiting for a killed exec");
+        }
+    }
+
+    async fn cleanup(&self) {
+        if let Err(e) = self.shim.delete(&self.id, &self.exec_id).await {
+            if !e.is_not_found() {
+                debug!(container_id = %self.id, exec_id = %self.exec_id, error = %crate::error::chain(&e), "exec delete failed");
+            }
+        }
+        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
+            warn!(?err, dir = %self.dir.display(), "cannot remove exec dir");
+        }
+    }
+}
+
+/// Copies the client's stdin into the exec's FIFO; at the client's EOF
+/// the shim closes the process' stdin (the shim itself keeps the FIFO
+/// open, so closing our end alone would not reach the process).
+async fn copy_stdin(
+    mut client: StdinReader,
+    mut fifo: tokio::net::unix::pipe::Sender,
+    shim: ShimClient,
+    id: String,
+    exec_id: String,
+) {
+    if let Err(err) = tokio::io::copy(&mut client, &mut fifo).await {
+        debug!(%err, "exec stdin copy ended");
+    }
+    // Everything written is in the pipe before CloseIO drops the shim's end.
+    drop(fifo);
+    if let Err(e) = shim.close_stdin(&id, &exec_id).await {
+        debug!(error = %crate::error::chain(&e), "closing exec stdin");
+    }
+}
