@@ -158,7 +158,15 @@ pub fn serve(bundle: &Path, hub: Arc<Hub>) -> Result<AttachServer, AttachError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err("removing a stale socket", &path)(e)),
     }
-    let listener = UnixListener::bind(&path).map_err(err("bind", &path))?;
+    // Bundle paths can exceed sun_path (108 bytes): bind through a short
+    // /proc/self/fd path of the bundle directory instead.
+    let dir = std::fs::File::open(bundle).map_err(err("opening the bundle", bundle))?;
+    let short = PathBuf::from(format!(
+        "/proc/self/fd/{}/{ATTACH_SOCKET}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
+    let listener = UnixListener::bind(&short).map_err(err("bind", &path))?;
+    drop(dir);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(err("chmod", &path))?;
     listener
@@ -225,8 +233,19 @@ mod tests {
         Some((head[0], data))
     }
 
+    /// Connects to a socket whose path may exceed sun_path.
+    fn connect_long(path: &Path) -> UnixStream {
+        let dir = std::fs::File::open(path.parent().unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let short = format!(
+            "/proc/self/fd/{}/{name}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        );
+        UnixStream::connect(short).unwrap()
+    }
+
     fn connect(path: &Path, hub: &Hub, before: usize) -> UnixStream {
-        let c = UnixStream::connect(path).unwrap();
+        let c = connect_long(path);
         // Wait until the accept thread registered it.
         for _ in 0..200 {
             if hub.clients.lock().unwrap().len() > before {
@@ -239,7 +258,11 @@ mod tests {
 
     #[test]
     fn clients_get_framed_output_then_eof() {
-        let dir = tempfile::tempdir().unwrap();
+        // Deeper than sun_path allows: the bind must not depend on it.
+        let top = tempfile::tempdir().unwrap();
+        let deep = top.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        let dir = tempfile::tempdir_in(&deep).unwrap();
         let hub = Hub::new();
         let server = serve(dir.path(), hub.clone()).unwrap();
         let path = dir.path().join(ATTACH_SOCKET);
@@ -265,7 +288,7 @@ mod tests {
         hub.close();
         assert!(read_frame(&mut a).is_none());
         // After the end a new client sees EOF at once.
-        let mut late = UnixStream::connect(&path).unwrap();
+        let mut late = connect_long(&path);
         late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(late.read(&mut buf).unwrap(), 0);

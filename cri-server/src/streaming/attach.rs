@@ -94,7 +94,7 @@ async fn attach(
 ) -> Result<(), PodError> {
     let (c, shim) = pods.running_container_shim(&req.container_id).await?;
     let socket = c.rec.bundle.join(ATTACH_SOCKET);
-    let output = UnixStream::connect(&socket)
+    let output = connect(&c.rec.bundle)
         .await
         .map_err(PodError::io("connecting to the attach socket", &socket))?;
     let ClientStreams {
@@ -161,6 +161,19 @@ async fn attach(
         t.abort();
     }
     Ok(())
+}
+
+/// Connects to the bundle's attach socket through a short
+/// `/proc/self/fd` path: bundle paths can exceed sun_path (108 bytes).
+async fn connect(bundle: &Path) -> std::io::Result<UnixStream> {
+    let dir = std::fs::File::open(bundle)?;
+    let short = format!(
+        "/proc/self/fd/{}/{ATTACH_SOCKET}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    let stream = UnixStream::connect(short).await;
+    drop(dir);
+    stream
 }
 
 async fn close_stdin(shim: &ShimClient, id: &str) {
