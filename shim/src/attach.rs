@@ -95,6 +95,14 @@ impl Hub {
         }
     }
 
+    /// How many clients are connected.
+    pub fn client_count(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Whether the output has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)

@@ -116,13 +116,14 @@ pub struct IoHandle {
 /// Where the output of a terminal goes once its pty master arrives.
 enum Sink {
     Null,
-    Log(Arc<Mutex<LogWriter>>, Arc<Hub>),
+    Log(Arc<Mutex<LogWriter>>),
     Fd(OwnedFd),
 }
 
 /// Terminal targets waiting for the pty master.
 struct PendingTty {
     out: Sink,
+    hub: Option<Arc<Hub>>,
     stdin: Option<OwnedFd>,
     done: DoneFlag,
 }
@@ -160,8 +161,9 @@ impl PreparedIo {
         }
         let done = tty.done;
         let out = tty.out;
+        let hub = tty.hub;
         spawn("tty-out", move || {
-            copy_tty_out(&master, out);
+            copy_tty_out(&master, out, hub.as_deref());
             *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
             done.1.notify_all();
         })
@@ -297,20 +299,24 @@ fn open_stdin_fifo(stdin: &str) -> Result<OwnedFd, StdioError> {
 /// Terminal stdio: the process gets /dev/null until the runtime gives it
 /// the pty slave; output (stdout and stderr are one stream) and stdin are
 /// wired to the master by [`PreparedIo::attach_console`].
-fn prepare_tty(stdin: &str, stdout: &str) -> Result<PreparedIo, StdioError> {
+fn prepare_tty(stdin: &str, stdout: &str, tee: Tee) -> Result<PreparedIo, StdioError> {
     let mut handle = IoHandle::default();
     let done: DoneFlag = Arc::new((Mutex::new(false), Condvar::new()));
     handle.done = Some(done.clone());
-    let out = match parse(stdout)? {
+    let target = parse(stdout)?;
+    let teed = match (&target, tee) {
+        (Target::Cri(_), _) | (Target::Null, Tee::CriAndNull) => Some(Hub::new()),
+        _ => None,
+    };
+    handle.attach = teed.clone();
+    let out = match target {
         Target::Null => Sink::Null,
         Target::File(p) => Sink::Fd(open_path(&p, true, true)?),
         Target::Fifo(p) => Sink::Fd(open_fifo(&p, true)?.0),
         Target::Cri(p) => {
             let w = Arc::new(Mutex::new(LogWriter::open(p)?));
             handle.log = Some(w.clone());
-            let hub = Hub::new();
-            handle.attach = Some(hub.clone());
-            Sink::Log(w, hub)
+            Sink::Log(w)
         }
     };
     let stdin = if stdin.is_empty() {
@@ -321,8 +327,23 @@ fn prepare_tty(stdin: &str, stdout: &str) -> Result<PreparedIo, StdioError> {
     Ok(PreparedIo {
         child: [dev_null(false)?, dev_null(true)?, dev_null(true)?],
         handle,
-        tty: Some(PendingTty { out, stdin, done }),
+        tty: Some(PendingTty {
+            out,
+            hub: teed,
+            stdin,
+            done,
+        }),
     })
+}
+
+/// Which outputs go through the attach tee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tee {
+    /// CRI-logged output only (execs: their FIFOs have a reader already).
+    Cri,
+    /// Also output that has no target: a container without a log path can
+    /// still be attached to.
+    CriAndNull,
 }
 
 /// Opens the stdio of a process as described by the task request.
@@ -332,8 +353,29 @@ pub fn prepare(
     stderr: &str,
     terminal: bool,
 ) -> Result<PreparedIo, StdioError> {
+    prepare_with(stdin, stdout, stderr, terminal, Tee::Cri)
+}
+
+/// [`prepare`] for a container's init: output without a target still
+/// reaches attach clients.
+pub fn prepare_container(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+    terminal: bool,
+) -> Result<PreparedIo, StdioError> {
+    prepare_with(stdin, stdout, stderr, terminal, Tee::CriAndNull)
+}
+
+fn prepare_with(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+    terminal: bool,
+    tee: Tee,
+) -> Result<PreparedIo, StdioError> {
     if terminal {
-        return prepare_tty(stdin, stdout);
+        return prepare_tty(stdin, stdout, tee);
     }
     let out = parse(stdout)?;
     let err = parse(stderr)?;
@@ -357,6 +399,11 @@ pub fn prepare(
     let mut child_out: Vec<OwnedFd> = Vec::new();
     for (stream, target) in [(Stream::Stdout, &out), (Stream::Stderr, &err)] {
         let fd = match target {
+            Target::Null if tee == Tee::CriAndNull => {
+                let (r, w) = pipe()?;
+                log_pipes.push((stream, r));
+                w
+            }
             Target::Null => dev_null(true)?,
             Target::File(p) => open_path(p, true, true)?,
             Target::Fifo(p) => open_fifo(p, true)?.0,
@@ -378,11 +425,14 @@ pub fn prepare(
         };
         child_out.push(fd);
     }
-    if let Some(p) = log_path {
-        let writer = Arc::new(Mutex::new(LogWriter::open(p)?));
+    if !log_pipes.is_empty() {
+        let writer = match log_path {
+            Some(p) => Some(Arc::new(Mutex::new(LogWriter::open(p)?))),
+            None => None,
+        };
         let done: DoneFlag = Arc::new((Mutex::new(false), Condvar::new()));
         let hub = Hub::new();
-        handle.log = Some(writer.clone());
+        handle.log = writer.clone();
         handle.done = Some(done.clone());
         handle.attach = Some(hub.clone());
         spawn_log_copier(log_pipes, writer, hub, done)?;
@@ -413,7 +463,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StdioError
 }
 
 /// Copies a pty master's output until every slave is closed (EIO).
-fn copy_tty_out(master: &OwnedFd, out: Sink) {
+fn copy_tty_out(master: &OwnedFd, out: Sink, hub: Option<&Hub>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = match nix::unistd::read(master, &mut buf) {
@@ -432,20 +482,23 @@ fn copy_tty_out(master: &OwnedFd, out: Sink) {
                     // The reader went away; keep draining the pty.
                 }
             }
-            Sink::Log(w, hub) => {
+            Sink::Log(w) => {
                 let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Err(err) = w.write_stream(Stream::Stdout, &buf[..n]) {
                     tracing::warn!(%err, "writing the container log");
                 }
-                drop(w);
-                hub.publish(Stream::Stdout, &buf[..n]);
             }
         }
+        if let Some(hub) = hub {
+            hub.publish(Stream::Stdout, &buf[..n]);
+        }
     }
-    if let Sink::Log(w, hub) = &out {
+    if let Sink::Log(w) = &out {
         if let Err(err) = w.lock().unwrap_or_else(PoisonError::into_inner).flush_all() {
             tracing::warn!(%err, "flushing the container log");
         }
+    }
+    if let Some(hub) = hub {
         hub.close();
     }
 }
@@ -521,7 +574,7 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), nix::Error> {
 
 fn spawn_log_copier(
     pipes: Vec<(Stream, OwnedFd)>,
-    writer: Arc<Mutex<LogWriter>>,
+    writer: Option<Arc<Mutex<LogWriter>>>,
     hub: Arc<Hub>,
     done: DoneFlag,
 ) -> Result<(), StdioError> {
@@ -529,7 +582,7 @@ fn spawn_log_copier(
         .name("cri-log".into())
         .stack_size(COPY_STACK)
         .spawn(move || {
-            copy_to_log(pipes, &writer, &hub);
+            copy_to_log(pipes, writer.as_deref(), &hub);
             hub.close();
             *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
             done.1.notify_all();
@@ -541,7 +594,9 @@ fn spawn_log_copier(
     Ok(())
 }
 
-fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>, hub: &Hub) {
+/// Copies container output into the CRI log (when there is one) and the
+/// attach tee.
+fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: Option<&Mutex<LogWriter>>, hub: &Hub) {
     let mut buf = vec![0u8; 32 * 1024];
     while !pipes.is_empty() {
         let mut fds: Vec<PollFd<'_>> = pipes
@@ -569,11 +624,12 @@ fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>, hub
             match nix::unistd::read(fd, &mut buf) {
                 Ok(0) => closed.push(i),
                 Ok(n) => {
-                    let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Err(err) = w.write_stream(*stream, &buf[..n]) {
-                        tracing::warn!(%err, "writing the container log");
+                    if let Some(writer) = writer {
+                        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Err(err) = w.write_stream(*stream, &buf[..n]) {
+                            tracing::warn!(%err, "writing the container log");
+                        }
                     }
-                    drop(w);
                     hub.publish(*stream, &buf[..n]);
                 }
                 Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
@@ -582,18 +638,22 @@ fn copy_to_log(mut pipes: Vec<(Stream, OwnedFd)>, writer: &Mutex<LogWriter>, hub
         }
         for i in closed.into_iter().rev() {
             let (stream, _) = pipes.remove(i);
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Err(err) = w.flush_partial(stream) {
-                tracing::warn!(%err, "flushing the container log");
+            if let Some(writer) = writer {
+                let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Err(err) = w.flush_partial(stream) {
+                    tracing::warn!(%err, "flushing the container log");
+                }
             }
         }
     }
-    if let Err(err) = writer
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .flush_all()
-    {
-        tracing::warn!(%err, "flushing the container log");
+    if let Some(writer) = writer {
+        if let Err(err) = writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush_all()
+        {
+            tracing::warn!(%err, "flushing the container log");
+        }
     }
 }
 
@@ -660,6 +720,34 @@ mod tests {
         r.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty() || rest == b"x");
         assert!(io.handle.reopen_log().is_ok());
+    }
+
+    #[test]
+    fn container_output_without_a_log_is_teed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Plain prepare: no target, nothing to attach to.
+        assert!(prepare("", "", "", false).unwrap().handle.attach.is_none());
+        let io = prepare_container("", "", "", false).unwrap();
+        let [_in, out, err] = io.child;
+        let mut handle = io.handle;
+        handle.serve_attach(dir.path()).unwrap();
+        let hub = handle.attach.clone().unwrap();
+        let mut c = std::os::unix::net::UnixStream::connect(dir.path().join(attach::ATTACH_SOCKET))
+            .unwrap();
+        while !hub_has_client(&hub) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        write_all(out.as_fd(), b"x").unwrap();
+        drop((out, err));
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, [attach::FRAME_STDOUT, 0, 0, 0, 1, b'x']);
+        assert!(handle.wait_output(Duration::from_secs(5)));
+        assert!(matches!(handle.reopen_log(), Err(StdioError::NoLog)));
+    }
+
+    fn hub_has_client(hub: &Hub) -> bool {
+        hub.client_count() > 0
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl Service {
             e
         };
         let [i, o, e] = &req.stdio;
-        let mut io = stdio::prepare(i, o, e, req.terminal)
+        let mut io = stdio::prepare_container(i, o, e, req.terminal)
             .map_err(|source| TaskError::Stdio {
                 id: id.clone(),
                 source,
