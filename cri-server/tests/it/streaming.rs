@@ -474,3 +474,82 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
     .await
     .unwrap();
 }
+
+/// `[streaming] tls_cert_file`/`tls_key_file`: the URLs are https and the
+/// server speaks TLS only.
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_server_serves_tls_when_configured() {
+    let dirs = crate::support::Dirs::new();
+    let pki = dirs.tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .current_dir(&pki)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut config = dirs.config();
+    config.streaming.tls_cert_file = Some(pki.join("cert.pem"));
+    config.streaming.tls_key_file = Some(pki.join("key.pem"));
+    let daemon = berth_cri_server::server::Daemon::bind(&config)
+        .await
+        .unwrap();
+    let base = daemon.streaming_url().to_string();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(daemon.serve(async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{base}/exec/0123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.text().await.unwrap().contains("unknown or expired"));
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = base.replacen("https://", "http://", 1);
+    assert!(client
+        .get(format!("{plain}/exec/0123"))
+        .send()
+        .await
+        .is_err());
+    // A bad key file is refused at start-up.
+    let mut bad = dirs.config();
+    bad.streaming.tls_cert_file = Some(pki.join("cert.pem"));
+    bad.streaming.tls_key_file = Some(pki.join("cert.pem"));
+    let _ = tx.send(());
+    serve.await.unwrap().unwrap();
+    let err = berth_cri_server::server::Daemon::bind(&bad)
+        .await
+        .unwrap_err();
+    assert!(
+        berth_cri_server::error::chain(&err).contains("private key"),
+        "{}",
+        berth_cri_server::error::chain(&err)
+    );
+}

@@ -67,8 +67,9 @@ where
     let version = Version::of(protocol)?;
     let (session, mut incoming) = Session::server(io);
     let want = expected_streams(opts, version);
-    let streams = match tokio::time::timeout(timeout, collect(&mut incoming, &want)).await {
-        Ok(Ok(s)) => s,
+    let mut got = HashMap::new();
+    match tokio::time::timeout(timeout, collect(&mut incoming, &want, &mut got)).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             session.close().await;
             return Err(e);
@@ -76,12 +77,12 @@ where
         Err(_) => {
             session.close().await;
             return Err(RemoteCommandError::StreamTimeout {
-                have: Vec::new(),
+                have: got.keys().map(|s| s.to_string()).collect(),
                 want: want.iter().map(|s| s.to_string()).collect(),
             });
         }
-    };
-    build(session, incoming, streams, protocol, version)
+    }
+    build(session, incoming, got, protocol, version)
 }
 
 /// Accepts streams until every wanted type arrived; extra or unknown
@@ -89,8 +90,8 @@ where
 async fn collect(
     incoming: &mut Incoming,
     want: &[&'static str],
-) -> Result<HashMap<&'static str, SpdyStream>, RemoteCommandError> {
-    let mut got: HashMap<&'static str, SpdyStream> = HashMap::new();
+    got: &mut HashMap<&'static str, SpdyStream>,
+) -> Result<(), RemoteCommandError> {
     while got.len() < want.len() {
         let Some(stream) = incoming.accept().await else {
             return Err(RemoteCommandError::ClosedEarly);
@@ -106,7 +107,7 @@ async fn collect(
             }
         }
     }
-    Ok(got)
+    Ok(())
 }
 
 fn build(

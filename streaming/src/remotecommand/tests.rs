@@ -81,10 +81,13 @@ async fn spdy_missing_streams_time_out() {
         .open_stream(vec![(STREAM_TYPE_HEADER.into(), "error".into())])
         .await
         .unwrap();
-    assert!(matches!(
-        server.await.unwrap(),
-        Err(RemoteCommandError::StreamTimeout { .. })
-    ));
+    match server.await.unwrap() {
+        Err(RemoteCommandError::StreamTimeout { have, want }) => {
+            assert_eq!(have, vec!["error".to_string()]);
+            assert_eq!(want, vec!["error", "stdin", "stdout", "stderr"]);
+        }
+        other => panic!("{:?}", other.map(|s| s.protocol)),
+    }
 }
 
 #[tokio::test]
