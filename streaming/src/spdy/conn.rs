@@ -332,6 +332,14 @@ where
             value: shared.config.recv_window,
         }],
     }));
+    // Open the session window (SPDY/3.1: fixed at 64 KiB initially) all the
+    // way: per-stream windows and buffers already bound our memory, and a
+    // small session window would make the sender wait for a WINDOW_UPDATE
+    // every 32 KiB, which Nagle and delayed ACKs turn into 40 ms stalls.
+    shared.send(Out::Frame(Frame::WindowUpdate {
+        stream_id: 0,
+        delta: (MAX_WINDOW - DEFAULT_WINDOW) as u32,
+    }));
     let (rd, wr) = tokio::io::split(io);
     tokio::spawn(writer(Arc::clone(&shared), wr, rx));
     tokio::spawn(reader(Arc::clone(&shared), rd, incoming_tx));
@@ -843,10 +851,10 @@ impl Reader {
                 }
                 self.shared.maybe_remove(&mut st, id);
             }
-            // The session window is returned on receipt: per-stream windows
-            // and buffers already bound what we hold.
+            // The session window is returned on receipt, half of it at a
+            // time: per-stream windows and buffers already bound what we hold.
             st.session_recv_unacked += len;
-            if st.session_recv_unacked as i64 >= DEFAULT_WINDOW / 2 {
+            if st.session_recv_unacked as i64 >= MAX_WINDOW / 2 {
                 let n = st.session_recv_unacked;
                 st.session_recv_unacked = 0;
                 Some(n)

@@ -363,10 +363,29 @@ impl Raw {
         self.io.write_all(&out).await.unwrap();
     }
 
+    async fn recv_any(&mut self) -> Frame {
+        loop {
+            if let Some((f, n)) = frame::parse(&self.buf).unwrap() {
+                self.buf.drain(..n);
+                return f;
+            }
+            let n = timeout(T, self.io.read_buf(&mut self.buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "session closed the connection");
+        }
+    }
+
+    /// The next frame, skipping SETTINGS and WINDOW_UPDATE, which a peer
+    /// without flow control ignores.
     async fn recv(&mut self) -> Frame {
         loop {
             if let Some((f, n)) = frame::parse(&self.buf).unwrap() {
                 self.buf.drain(..n);
+                if matches!(f, Frame::Settings { .. } | Frame::WindowUpdate { .. }) {
+                    continue;
+                }
                 return f;
             }
             let n = timeout(T, self.io.read_buf(&mut self.buf))
@@ -542,4 +561,84 @@ async fn unknown_frames_are_skipped_and_bad_frames_end_the_session() {
         server.close_reason(),
         Some(CloseReason::Protocol(_))
     ));
+}
+
+#[tokio::test]
+async fn a_session_opens_with_its_window_settings() {
+    let (a, b) = duplex(4096);
+    let (_server, _si) = Session::server(a);
+    let mut raw = Raw::new(b);
+    match raw.recv_any().await {
+        Frame::Settings { entries, .. } => {
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].id, frame::SETTINGS_INITIAL_WINDOW_SIZE);
+            assert_eq!(entries[0].value, SessionConfig::default().recv_window);
+        }
+        f => panic!("unexpected {f:?}"),
+    }
+    match raw.recv_any().await {
+        Frame::WindowUpdate {
+            stream_id: 0,
+            delta,
+        } => assert_eq!(delta, 0x7fff_ffff - 65_536),
+        f => panic!("unexpected {f:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_announcing_a_window_is_held_to_it() {
+    // A spec-following peer: SETTINGS INITIAL_WINDOW_SIZE 1000, then it
+    // grants more only with WINDOW_UPDATE.
+    let (a, b) = duplex(64 * 1024);
+    let (_server, mut si) = Session::server(a);
+    let mut raw = Raw::new(b);
+    raw.send(Frame::Settings {
+        flags: 0,
+        entries: vec![frame::Setting {
+            flags: 0,
+            id: frame::SETTINGS_INITIAL_WINDOW_SIZE,
+            value: 1000,
+        }],
+    })
+    .await;
+    raw.syn_stream(1, &hdr(&[("streamtype", "stdout")])).await;
+    let mut s = timeout(T, si.accept()).await.unwrap().unwrap();
+    let w = tokio::spawn(async move {
+        s.write_all(&[5u8; 2500]).await.unwrap();
+        s
+    });
+    let mut got = 0;
+    let mut grants = 0;
+    while got < 2500 {
+        match raw.recv().await {
+            Frame::SynReply { header_block, .. } => {
+                raw.dec.decode(&header_block).unwrap();
+            }
+            Frame::Data { data, .. } => {
+                got += data.len();
+                assert!(
+                    got <= 1000 + grants * 1000,
+                    "sent {got} with {grants} grants"
+                );
+                if got == 1000 + grants * 1000 {
+                    // Nothing more may come until we grant it.
+                    assert!(
+                        timeout(Duration::from_millis(100), raw.recv())
+                            .await
+                            .is_err(),
+                        "data beyond the window"
+                    );
+                    grants += 1;
+                    raw.send(Frame::WindowUpdate {
+                        stream_id: 1,
+                        delta: 1000,
+                    })
+                    .await;
+                }
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+    }
+    assert_eq!((got, grants), (2500, 2));
+    drop(w.await.unwrap());
 }
