@@ -9,8 +9,10 @@ mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod header_block;
+mod reader;
 pub mod session;
 mod stream;
+mod writer;
 
 #[cfg(test)]
 mod go_interop_tests;

@@ -642,3 +642,39 @@ async fn a_peer_announcing_a_window_is_held_to_it() {
     assert_eq!((got, grants), (2500, 2));
     drop(w.await.unwrap());
 }
+
+#[tokio::test]
+async fn a_reused_stream_id_resets_that_stream() {
+    let (a, b) = duplex(64 * 1024);
+    let (_server, mut si) = Session::server(a);
+    let mut raw = Raw::new(b);
+    raw.syn_stream(1, &hdr(&[("n", "1")])).await;
+    let mut s = timeout(T, si.accept()).await.unwrap().unwrap();
+    raw.syn_stream(1, &hdr(&[("n", "again")])).await;
+    loop {
+        match raw.recv().await {
+            Frame::RstStream { stream_id, status } => {
+                assert_eq!((stream_id, status), (1, rst::PROTOCOL_ERROR));
+                break;
+            }
+            Frame::SynReply { header_block, .. } => {
+                raw.dec.decode(&header_block).unwrap();
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+    }
+    let mut v = Vec::new();
+    let err = timeout(T, s.read_to_end(&mut v))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    // Even ids belong to the server: a client may not open one.
+    raw.syn_stream(4, &hdr(&[("n", "even")])).await;
+    match raw.recv().await {
+        Frame::RstStream { stream_id, status } => {
+            assert_eq!((stream_id, status), (4, rst::PROTOCOL_ERROR))
+        }
+        f => panic!("unexpected {f:?}"),
+    }
+}
