@@ -12,7 +12,9 @@ use std::time::Duration;
 use berth_proto::cri;
 use berth_streaming::remotecommand::{CommandResult, OutputWriter, ServerStreams, StdinReader};
 
-use tokio::io::AsyncWriteExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -21,9 +23,10 @@ use crate::pods::sandbox::SIGKILL;
 use crate::pods::shim::ExecStdio;
 use crate::pods::{fifo, new_id, PodError, PodManager, ShimClient};
 
-/// How long output may keep flowing after the process exited (a child
-/// that inherited the pipe keeps it open).
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// After the process exited, output is copied until it ends, unless no
+/// byte moved for this long (a background child that inherited the pipe
+/// keeps it open forever).
+const OUTPUT_IDLE: Duration = Duration::from_secs(2);
 /// How long a killed exec may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -81,12 +84,52 @@ async fn prepare(pods: &PodManager, req: &cri::ExecRequest) -> Result<Exec, PodE
     })
 }
 
-/// Copies a FIFO to a client stream, then ends that stream.
-async fn copy_out(mut from: tokio::net::unix::pipe::Receiver, mut to: OutputWriter) {
-    if let Err(err) = tokio::io::copy(&mut from, &mut to).await {
-        debug!(%err, "exec output copy ended");
+/// Copies a FIFO to a client stream, counting bytes into `moved`, then
+/// ends that stream.
+async fn copy_out(
+    mut from: tokio::net::unix::pipe::Receiver,
+    mut to: OutputWriter,
+    moved: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) => {
+                debug!(%err, "exec output read ended");
+                break;
+            }
+        };
+        if let Err(err) = to.write_all(&buf[..n]).await {
+            debug!(%err, "exec output write ended");
+            return;
+        }
+        moved.fetch_add(n as u64, Ordering::Relaxed);
     }
     let _ = to.shutdown().await;
+}
+
+/// Waits for the output copies after the exit; gives up on one that
+/// stayed idle for [`OUTPUT_IDLE`].
+async fn drain_outputs(outputs: Vec<(JoinHandle<()>, Arc<AtomicU64>)>) {
+    for (mut task, moved) in outputs {
+        let mut last = moved.load(Ordering::Relaxed);
+        loop {
+            match tokio::time::timeout(OUTPUT_IDLE, &mut task).await {
+                Ok(_) => break,
+                Err(_) => {
+                    let now = moved.load(Ordering::Relaxed);
+                    if now == last {
+                        debug!("exec output idle after the exit; closing it");
+                        task.abort();
+                        break;
+                    }
+                    last = now;
+                }
+            }
+        }
+    }
 }
 
 fn io_path(p: &Path) -> String {
@@ -152,11 +195,12 @@ impl Exec {
             .map_err(PodError::shim(&self.pod_id))?;
 
         // The shim holds the write ends now: readers see EOF when it closes.
-        let mut outputs: Vec<JoinHandle<()>> = Vec::new();
+        let mut outputs = Vec::new();
         for (path, writer) in [(&out_path, stdout), (&err_path, stderr)] {
             let Some(w) = writer else { continue };
             let r = fifo::reader(path).map_err(PodError::io("opening exec FIFO", path))?;
-            outputs.push(tokio::spawn(copy_out(r, w)));
+            let moved = Arc::new(AtomicU64::new(0));
+            outputs.push((tokio::spawn(copy_out(r, w, moved.clone())), moved));
         }
         drop(placeholders);
         let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -188,12 +232,7 @@ impl Exec {
         let result = match exit {
             Some(Ok(exit)) => {
                 let code = i32::try_from(exit.exit_status).unwrap_or(255);
-                for t in outputs {
-                    let abort = t.abort_handle();
-                    if tokio::time::timeout(OUTPUT_GRACE, t).await.is_err() {
-                        abort.abort();
-                    }
-                }
+                drain_outputs(outputs).await;
                 Ok(if code == 0 {
                     CommandResult::Success
                 } else {
@@ -201,12 +240,12 @@ impl Exec {
                 })
             }
             Some(Err(e)) => {
-                outputs.iter().for_each(JoinHandle::abort);
+                outputs.iter().for_each(|(t, _)| t.abort());
                 Err(PodError::shim(&self.pod_id)(e))
             }
             None => {
                 debug!(container_id = %self.id, exec_id = %self.exec_id, "client left; killing the exec");
-                outputs.iter().for_each(JoinHandle::abort);
+                outputs.iter().for_each(|(t, _)| t.abort());
                 self.kill().await;
                 Ok(CommandResult::Error("the client disconnected".into()))
             }

@@ -21,6 +21,10 @@ use super::{StreamingService, STREAM_CREATION_TIMEOUT};
 
 type Body = Full<Bytes>;
 
+/// How long a client may take for the TLS handshake and for the request
+/// headers (the upgraded session has its own stream-creation timeout).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -49,20 +53,29 @@ pub async fn serve(
                 let service = service.clone();
                 async move { Ok::<_, Infallible>(route(service, req)) }
             });
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .with_upgrades()
-                            .await
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+                        .and_then(|r| r)
+                    {
+                        Ok(stream) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await
+                        }
+                        Err(err) => {
+                            debug!(%err, %peer, "TLS handshake failed");
+                            return;
+                        }
                     }
-                    Err(err) => {
-                        debug!(%err, %peer, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
                 None => {
                     builder
                         .serve_connection(TokioIo::new(tcp), svc)
