@@ -14,11 +14,13 @@
 //! administers). A caller of `prepare_rootfs` that passes no prepared trees
 //! gets them made in place, which works for a privileged caller only.
 //!
-//! The user namespace carrying the mappings is the container's own when it
-//! is joined by path and the mount's mappings equal `linux.uidMappings` /
-//! `gidMappings` (a pod's pinned namespace: no process to make); otherwise a
-//! short-lived helper child unshares CLONE_NEWUSER, its maps are written and
-//! its namespace is kept as an fd ([`userns_from_mappings`]).
+//! A mount without mappings of its own uses the container's user namespace
+//! mapping (runtime-spec 1.2, as crun). The user namespace carrying the
+//! mappings is the container's own when it is joined by path and the
+//! mount's mappings equal `linux.uidMappings` / `gidMappings` (a pod's
+//! pinned namespace: no process to make); otherwise a short-lived helper
+//! child unshares CLONE_NEWUSER, its maps are written and its namespace is
+//! kept as an fd ([`userns_from_mappings`]).
 //!
 //! Needs Linux 5.12 and a filesystem that supports idmapped mounts.
 
@@ -235,6 +237,9 @@ fn idmapped_bind_flags(m: &Mount) -> Result<Option<(bool, bool)>, RootfsError> {
     }
 }
 
+/// uid and gid mappings of one id-mapped mount.
+type Mappings = (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>);
+
 /// Id-mapped bind trees made by `create` on the host side, by mount index.
 #[derive(Debug, Default)]
 pub struct PreparedIdmaps {
@@ -248,28 +253,33 @@ impl PreparedIdmaps {
     /// pid/time namespaces for children (a helper process may be forked).
     pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Self, RootfsError> {
         let linux = spec.linux().as_ref();
-        let joined_userns: Option<PathBuf> =
-            linux.and_then(|l| l.namespaces().as_ref()).and_then(|nss| {
-                nss.iter()
-                    .find(|n| n.typ() == LinuxNamespaceType::User)
-                    .and_then(|n| n.path().clone())
-            });
+        let userns = linux
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|nss| nss.iter().find(|n| n.typ() == LinuxNamespaceType::User));
+        let joined_userns: Option<PathBuf> = userns.and_then(|n| n.path().clone());
         let spec_maps = (
             linux.and_then(|l| l.uid_mappings().clone()),
             linux.and_then(|l| l.gid_mappings().clone()),
         );
-        let mut namespaces: Vec<(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>, OwnedFd)> = Vec::new();
+        let mut namespaces: Vec<(Option<Mappings>, OwnedFd)> = Vec::new();
         let mut trees = Vec::new();
         for (index, m) in spec.mounts().iter().flatten().enumerate() {
             let Some((rbind, ridmap)) = idmapped_bind_flags(m)? else {
                 continue;
             };
             let dest = m.destination();
-            let (Some(uid), Some(gid)) = (m.uid_mappings().clone(), m.gid_mappings().clone())
-            else {
-                return Err(RootfsError::Unsupported(format!(
-                    "idmap on {dest:?} without uidMappings and gidMappings on the mount"
-                )));
+            let nonempty = |v: &Option<Vec<LinuxIdMapping>>| v.clone().filter(|v| !v.is_empty());
+            // runtime-spec 1.2: without mappings on the mount, the container's
+            // user namespace mapping is used (as crun does).
+            let maps = match (nonempty(m.uid_mappings()), nonempty(m.gid_mappings())) {
+                (Some(u), Some(g)) => Some((u, g)),
+                (None, None) if userns.is_some() => None,
+                _ => {
+                    return Err(RootfsError::Unsupported(format!(
+                        "idmap on {dest:?} without uidMappings and gidMappings on the mount \
+                         (or a user namespace for the container)"
+                    )))
+                }
             };
             let source = m
                 .source()
@@ -279,28 +289,31 @@ impl PreparedIdmaps {
                     value: format!("missing for bind mount {dest:?}"),
                 })?;
             let source = bundle.join(source);
-            let pos = match namespaces
-                .iter()
-                .position(|(u, g, _)| *u == uid && *g == gid)
-            {
+            let pos = match namespaces.iter().position(|(k, _)| *k == maps) {
                 Some(p) => p,
                 None => {
-                    let same_as_container =
-                        spec_maps.0.as_ref() == Some(&uid) && spec_maps.1.as_ref() == Some(&gid);
-                    let fd = match (&joined_userns, same_as_container) {
-                        (Some(path), true) => nix::fcntl::open(
+                    let container_maps = maps.is_none()
+                        || maps.as_ref().is_some_and(|(u, g)| {
+                            spec_maps.0.as_ref() == Some(u) && spec_maps.1.as_ref() == Some(g)
+                        });
+                    let fd = match (&joined_userns, &maps) {
+                        (Some(path), _) if container_maps => nix::fcntl::open(
                             path,
                             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
                             Mode::empty(),
                         )
                         .map_err(|e| idmap_err("open the container's user namespace", path, e))?,
-                        _ => userns_from_mappings(&uid, &gid)?,
+                        (_, Some((u, g))) => userns_from_mappings(u, g)?,
+                        (_, None) => userns_from_mappings(
+                            spec_maps.0.as_deref().unwrap_or_default(),
+                            spec_maps.1.as_deref().unwrap_or_default(),
+                        )?,
                     };
-                    namespaces.push((uid, gid, fd));
+                    namespaces.push((maps, fd));
                     namespaces.len() - 1
                 }
             };
-            let tree = idmapped_tree(&source, namespaces[pos].2.as_fd(), rbind, ridmap)?;
+            let tree = idmapped_tree(&source, namespaces[pos].1.as_fd(), rbind, ridmap)?;
             tracing::debug!(?dest, ?source, rbind, ridmap, "id-mapped tree prepared");
             trees.push((index, tree));
         }

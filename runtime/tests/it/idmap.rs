@@ -145,9 +145,26 @@ fn idmapped_volume_in_a_joined_user_namespace() {
 }
 
 #[test]
-fn idmap_without_mappings_is_refused_before_the_clone() {
+fn idmap_without_mappings_uses_the_containers_user_namespace() {
     let mut b = Bundle::new();
     userns(&mut b, 250000, None);
+    let vol = tempfile::tempdir().unwrap();
+    fs::write(vol.path().join("host-root-file"), "x").unwrap();
+    b.mount(
+        "/vol",
+        "bind",
+        vol.path().to_str().unwrap(),
+        &["bind", "idmap"],
+    );
+    b.sh("exec 2>&1; echo vol=$(stat -c %u:%g /vol/host-root-file)");
+    let mut c = Container::new(&Runtime::under_test(), "idmapnomap", b);
+    let f = c.run_to_exit();
+    assert_eq!(kv(&f.stdout, "vol").as_deref(), Some("0:0"), "{f:?}");
+}
+
+#[test]
+fn idmap_without_mappings_or_user_namespace_is_refused_before_the_clone() {
+    let mut b = Bundle::new();
     let vol = tempfile::tempdir().unwrap();
     b.mount(
         "/vol",
@@ -155,7 +172,7 @@ fn idmap_without_mappings_is_refused_before_the_clone() {
         vol.path().to_str().unwrap(),
         &["bind", "idmap"],
     );
-    let mut c = Container::new(&Runtime::under_test(), "idmapnomap", b);
+    let mut c = Container::new(&Runtime::under_test(), "idmaprefused", b);
     let out = c.create();
     assert!(!out.success(), "{out}");
     assert!(
