@@ -12,6 +12,7 @@
 mod bpf;
 mod convert;
 mod devices;
+mod join;
 mod layout;
 mod oom;
 mod stats;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 pub use convert::{blkio_weight_to_io_weight, shares_to_weight, swap_v2};
+pub use join::CgroupJoin;
 pub use layout::Mode;
 pub use oom::{OomEvent, OomNotifier};
 pub use stats::CgroupStats;

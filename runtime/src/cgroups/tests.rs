@@ -689,3 +689,61 @@ fn v2_inner() {
     let st = t.children[0].wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
 }
+
+/// The init's way in (`join.rs`): cloned into the cgroup2 directory, then
+/// moving itself into each v1 hierarchy; `pids()` sees it everywhere.
+#[test]
+fn a_cloned_child_joins_by_itself() {
+    use crate::process::sys::{self, CloneResult};
+    if !is_root() {
+        return;
+    }
+    let t = TestCg::new("join");
+    t.cg.create(None).unwrap();
+    let join = t.cg.prepare_join().unwrap();
+    let (go_r, go_w) = nix::unistd::pipe().unwrap();
+    let flags = nix::sched::CloneFlags::empty();
+    let (cloned, in_v2) = match join.v2_dir() {
+        Some(dir) => (sys::clone_into_cgroup(flags, dir), true),
+        None => (sys::clone_fork(flags), true),
+    };
+    match cloned.unwrap() {
+        CloneResult::Child => {
+            // Allocation-free: the test harness is multi-threaded. Our copy
+            // of the write end goes first, so the parent's close wakes us.
+            drop(go_w);
+            let code = match join.join_v1_self() {
+                Ok(()) => 0,
+                Err(_) => 3,
+            };
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&go_r, &mut b);
+            sys::exit_now(code)
+        }
+        CloneResult::Parent(pid) => {
+            assert!(in_v2);
+            drop(go_r);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut seen = Vec::new();
+            while Instant::now() < deadline {
+                seen =
+                    t.cg.dirs()
+                        .iter()
+                        .map(|d| {
+                            read(d, "cgroup.procs")
+                                .lines()
+                                .any(|l| l == pid.as_raw().to_string())
+                        })
+                        .collect();
+                if seen.iter().all(|s| *s) {
+                    break;
+                }
+                sleep(Duration::from_millis(5));
+            }
+            drop(go_w);
+            let st = nix::sys::wait::waitpid(pid, None).unwrap();
+            assert_eq!(st, nix::sys::wait::WaitStatus::Exited(pid, 0));
+            assert!(seen.iter().all(|s| *s), "{:?}: {seen:?}", t.cg.dirs());
+        }
+    }
+}

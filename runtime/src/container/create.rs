@@ -141,6 +141,10 @@ impl Container {
         // Before the guard below: making a user namespace for a mapping may
         // fork a helper, which must not land in the container's pid namespace.
         let idmapped = crate::rootfs::PreparedIdmaps::prepare(&loaded.spec, &loaded.bundle)?;
+        let join = cg.prepare_join().map_err(|source| ContainerError::Cgroup {
+            id: opts.id.clone(),
+            source: Box::new(source),
+        })?;
         let (parent, child) = channel::pair()?;
         let cfg = InitConfig {
             id: &opts.id,
@@ -154,13 +158,15 @@ impl Container {
             no_pivot: opts.no_pivot,
             stdio: opts.stdio,
             idmapped: (!idmapped.is_empty()).then_some(&idmapped),
+            cgroup: Some(&join),
         };
         let guard = ParentNsGuard::enter(
             &plan.join_in_parent,
             plan.new_time,
             linux.and_then(|l| l.time_offsets().as_ref()),
         )?;
-        let pid = match sys::clone_fork(plan.clone_flags) {
+        let (cloned, in_v2) = clone_init(plan.clone_flags, &join);
+        let pid = match cloned {
             Ok(sys::CloneResult::Child) => {
                 drop(parent);
                 sys::run_child(|| init::run(&cfg, child))
@@ -180,7 +186,14 @@ impl Container {
         cleanup.child = Some(pid);
         tracing::debug!(id = %opts.id, %pid, flags = ?plan.clone_flags, "init cloned");
 
-        let pid = handshake(&parent, pid, &loaded, &plan, &cg, opts, &mut cleanup)?;
+        if !in_v2 {
+            join.add_v2(pid.as_raw())
+                .map_err(|source| ContainerError::Cgroup {
+                    id: opts.id.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        let pid = handshake(&parent, pid, &loaded, &plan, opts, &mut cleanup)?;
         drop(parent);
 
         let start_time = state::proc_stat(pid.as_raw())
@@ -312,7 +325,6 @@ fn handshake(
     mut pid: Pid,
     loaded: &LoadedSpec,
     plan: &NamespacePlan,
-    cg: &CgroupManager,
     opts: &CreateOptions,
     cleanup: &mut Cleanup,
 ) -> Result<Pid, ContainerError> {
@@ -329,11 +341,6 @@ fn handshake(
                 .unwrap_or_default(),
         )?;
     }
-    cg.add_task(pid.as_raw())
-        .map_err(|source| ContainerError::Cgroup {
-            id: opts.id.clone(),
-            source: Box::new(source),
-        })?;
     chan.send(&Msg::Go).map_err(|e| child_gone(e, pid))?;
     loop {
         match chan.recv() {
@@ -370,6 +377,27 @@ fn handshake(
             }
             Err(e) => return Err(child_gone(e, pid)),
         }
+    }
+}
+
+/// Clones the init straight into the container's cgroup2 directory when
+/// there is one; the bool says whether it is there (else the parent moves
+/// it). v1 hierarchies are joined by the init itself (`cgroups::join`).
+fn clone_init(
+    flags: nix::sched::CloneFlags,
+    join: &crate::cgroups::CgroupJoin,
+) -> (Result<sys::CloneResult, nix::Error>, bool) {
+    let Some(dir) = join.v2_dir() else {
+        return (sys::clone_fork(flags), true);
+    };
+    match sys::clone_into_cgroup(flags, dir) {
+        Err(err) => {
+            // Older kernel (no clone3) or a cgroup the kernel refuses at
+            // fork time: the classic clone and cgroup.procs write still work.
+            tracing::debug!(%err, "clone3(CLONE_INTO_CGROUP) failed; plain clone");
+            (sys::clone_fork(flags), false)
+        }
+        ok => (ok, true),
     }
 }
 

@@ -47,7 +47,8 @@ pub enum ChannelError {
 /// The messages of the create / exec handshakes.
 #[derive(Debug)]
 pub enum Msg {
-    /// Parent → child: uid/gid maps written and cgroup joined; go on.
+    /// Parent → child: uid/gid maps written (the child joins its v1
+    /// cgroups itself next, see `cgroups::join`); go on.
     Go,
     /// Child → parent: rootfs mounted (before pivot); run prestart/createRuntime hooks.
     MountsReady,

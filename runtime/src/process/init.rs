@@ -2,7 +2,8 @@
 //! blocks on the exec FIFO and finally execs the user process.
 //!
 //! Handshake with the parent (see `channel::Msg`):
-//! 1. child waits for `Go` (parent wrote uid/gid maps, joined the cgroup);
+//! 1. child waits for `Go` (parent wrote uid/gid maps), then joins its v1
+//!    cgroups itself (`cgroups::join`);
 //! 2. child mounts the rootfs and sends `MountsReady`; the parent runs the
 //!    prestart and createRuntime hooks and answers `HooksDone`;
 //! 3. child finishes set-up (pty master sent as `Console`), sends `Ready`
@@ -49,6 +50,9 @@ pub struct InitConfig<'a> {
     /// Id-mapped bind trees made by the parent before the clone (the init,
     /// once in its user namespace, may not make them; it only attaches them).
     pub idmapped: Option<&'a crate::rootfs::PreparedIdmaps>,
+    /// The container's cgroups, joined by the init itself right after `Go`
+    /// (v1; cgroup2 is joined at clone time or by the parent).
+    pub cgroup: Option<&'a crate::cgroups::CgroupJoin>,
 }
 
 /// Runs the init sequence in the cloned child; never returns.
@@ -87,6 +91,11 @@ fn init(
         .as_ref()
         .ok_or_else(|| InitError::Invalid("init channel missing".into()))?;
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
+    // Still single-threaded, so moving our one thread moves the process.
+    if let Some(cg) = cfg.cgroup {
+        cg.join_v1_self()
+            .map_err(|e| InitError::Cgroup(Box::new(e)))?;
+    }
 
     let plan = cfg.plan;
     if plan.new_user {

@@ -93,6 +93,9 @@ pub enum InitError {
     /// Personality.
     #[error("personality: {0}")]
     Personality(#[from] crate::personality::PersonalityError),
+    /// Joining the container's cgroups.
+    #[error("joining the container's cgroups")]
+    Cgroup(#[source] Box<crate::cgroups::CgroupError>),
 }
 
 impl InitError {
