@@ -305,3 +305,30 @@ async fn copy_stdin(
         debug!(error = %crate::error::chain(&e), "closing exec stdin");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn output_drains_while_it_moves_and_is_cut_when_idle() {
+        // Moving: 5 chunks 1 s apart (longer than OUTPUT_IDLE in total).
+        let moved = Arc::new(AtomicU64::new(0));
+        let m = moved.clone();
+        let busy = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                m.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        drain_outputs(vec![(busy, moved.clone())]).await;
+        assert_eq!(moved.load(Ordering::Relaxed), 5);
+        // Idle forever (a background child holds the pipe): cut.
+        let idle = tokio::spawn(std::future::pending::<()>());
+        let started = tokio::time::Instant::now();
+        drain_outputs(vec![(idle, Arc::new(AtomicU64::new(0)))]).await;
+        assert!(started.elapsed() >= OUTPUT_IDLE);
+        assert!(started.elapsed() < OUTPUT_IDLE * 2);
+    }
+}

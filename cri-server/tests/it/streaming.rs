@@ -12,7 +12,7 @@ use berth_streaming::websocket::{self, channel, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::pods_env::{run_pod, start_container, PodEnv};
+use crate::pods_env::{run_pod, shim_pids, start_container, PodEnv};
 
 /// `http://host:port/path` → (host:port, /path).
 fn split_url(url: &str) -> (String, String) {
@@ -292,7 +292,16 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
     );
     assert_eq!(o.exit_code(), 0);
 
-    // A client that leaves mid-stream: the process and its exec dir go.
+    // A client that leaves mid-stream: the process, its exec dir and every
+    // descriptor berthd and the shim opened for it go.
+    let berthd = env.daemon.as_ref().unwrap().child.id() as i32;
+    let shims = shim_pids(&env);
+    let fds = |pids: &[i32]| -> usize {
+        pids.iter()
+            .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).unwrap().count())
+            .sum()
+    };
+    let (berthd_fds, shim_fds) = (fds(&[berthd]), fds(&shims));
     let url = exec_url(&mut rt, &sh, &["sleep", "4242"], false, false).await;
     let (session, _incoming) = spdy_connect(&url, "v4.channel.k8s.io").await;
     let _e = open(&session, "error").await;
@@ -313,12 +322,18 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !pids_with("sleep 4242").is_empty() || exec_dirs() > 0 {
+    while !pids_with("sleep 4242").is_empty()
+        || exec_dirs() > 0
+        || fds(&[berthd]) > berthd_fds
+        || fds(&shims) > shim_fds
+    {
         assert!(
             Instant::now() < deadline,
-            "abandoned exec left behind: pids {:?}, {} exec dirs",
+            "abandoned exec left behind: pids {:?}, {} exec dirs, berthd fds {} (before {berthd_fds}), shim fds {} (before {shim_fds})",
             pids_with("sleep 4242"),
-            exec_dirs()
+            exec_dirs(),
+            fds(&[berthd]),
+            fds(&shims),
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -439,29 +454,40 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
 
     // WebSocket, kubelet style: the port in the query, channel pair 0/1,
     // each channel starting with the port number.
-    let url = pf_url(&mut rt).await;
-    let (host, path) = split_url(&url);
-    let tcp = TcpStream::connect(&host).await.unwrap();
-    let (ws, _) = websocket::handshake::client_upgrade(
-        tcp,
-        &host,
-        &format!("{path}?port=8089"),
-        &["v4.channel.k8s.io"],
-    )
-    .await
-    .unwrap();
-    let (mut r, _w) = ws.split();
-    let mut channels: HashMap<u8, Vec<u8>> = HashMap::new();
-    while let Ok(Some(m)) = r.recv().await {
-        if let Message::Close(_) = m {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = pf_url(&mut rt).await;
+        let (host, path) = split_url(&url);
+        let tcp = TcpStream::connect(&host).await.unwrap();
+        let (ws, _) = websocket::handshake::client_upgrade(
+            tcp,
+            &host,
+            &format!("{path}?port=8089"),
+            &["v4.channel.k8s.io"],
+        )
+        .await
+        .unwrap();
+        let (mut r, _w) = ws.split();
+        let mut channels: HashMap<u8, Vec<u8>> = HashMap::new();
+        while let Ok(Some(m)) = r.recv().await {
+            if let Message::Close(_) = m {
+                break;
+            }
+            let (ch, data) = channel::decode(channel::Framing::Binary, &m).unwrap();
+            channels.entry(ch).or_default().extend(data);
+        }
+        assert_eq!(channels[&0][..2], 8089u16.to_le_bytes());
+        assert_eq!(channels[&1][..2], 8089u16.to_le_bytes());
+        if &channels[&0][2..] == b"pong\n" {
+            assert_eq!(channels[&1].len(), 2, "{channels:?}");
             break;
         }
-        let (ch, data) = channel::decode(channel::Framing::Binary, &m).unwrap();
-        channels.entry(ch).or_default().extend(data);
+        // nc restarts its listener after every connection: retry.
+        let err = String::from_utf8_lossy(&channels[&1][2..]).into_owned();
+        assert!(err.contains("localhost:8089"), "{err}");
+        assert!(Instant::now() < deadline, "no pong over websocket: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(channels[&0][..2], 8089u16.to_le_bytes());
-    assert_eq!(&channels[&0][2..], b"pong\n");
-    assert_eq!(channels[&1], 8089u16.to_le_bytes());
 
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
