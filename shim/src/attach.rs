@@ -3,8 +3,10 @@
 //! backend). Only output goes through the socket: berthd writes attach
 //! input to the container's stdin FIFO and resizes through `ResizePty`.
 //!
-//! Wire format, shim → client, repeated until the container's output
-//! ends (then the shim shuts the connection down):
+//! Wire format, shim → client: first a ready frame `[0][0u32]` once the
+//! client is registered (output from then on reaches it: berthd starts
+//! forwarding input only after it), then until the container's output
+//! ends (then the shim shuts the connection down) frames
 //! `[stream: u8 (1 stdout, 2 stderr)][length: u32 big-endian][bytes]`.
 //!
 //! The socket is created mode 0600 in the bundle (root-only): whoever can
@@ -25,6 +27,8 @@ use crate::log_writer::Stream;
 
 /// File name of the attach socket inside a container's bundle.
 pub const ATTACH_SOCKET: &str = "attach.sock";
+/// Frame tag of the ready frame (no payload).
+pub const FRAME_READY: u8 = 0;
 /// Frame stream byte for stdout.
 pub const FRAME_STDOUT: u8 = 1;
 /// Frame stream byte for stderr.
@@ -108,7 +112,7 @@ impl Hub {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn add(&self, client: UnixStream) {
+    fn add(&self, mut client: UnixStream) {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the lock: close() takes the same lock, so a client
         // is either shut down here or by close().
@@ -116,7 +120,11 @@ impl Hub {
             let _ = client.shutdown(std::net::Shutdown::Both);
             return;
         }
-        clients.push(client);
+        // Ready under the lock: no output can be published between it and
+        // the registration.
+        if client.write_all(&[FRAME_READY, 0, 0, 0, 0]).is_ok() {
+            clients.push(client);
+        }
     }
 }
 
@@ -280,6 +288,9 @@ mod tests {
         hub.publish(Stream::Stdout, b"lost");
         let mut a = connect(&path, &hub, 0);
         let mut b = connect(&path, &hub, 1);
+        for c in [&mut a, &mut b] {
+            assert_eq!(read_frame(c).unwrap(), (FRAME_READY, Vec::new()));
+        }
         hub.publish(Stream::Stdout, b"out");
         hub.publish(Stream::Stderr, b"err");
         for c in [&mut a, &mut b] {

@@ -734,9 +734,11 @@ mod tests {
         let hub = handle.attach.clone().unwrap();
         let mut c = std::os::unix::net::UnixStream::connect(dir.path().join(attach::ATTACH_SOCKET))
             .unwrap();
-        while !hub_has_client(&hub) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The ready frame: registered, nothing written after it is lost.
+        let mut ready = [1u8; 5];
+        c.read_exact(&mut ready).unwrap();
+        assert_eq!(ready, [attach::FRAME_READY, 0, 0, 0, 0]);
+        assert!(hub_has_client(&hub));
         write_all(out.as_fd(), b"x").unwrap();
         drop((out, err));
         let mut got = Vec::new();
@@ -763,18 +765,15 @@ mod tests {
         let mut c = UnixStream::connect(dir.path().join(attach::ATTACH_SOCKET)).unwrap();
         // The accept thread registers the client asynchronously: write
         // until the first frame arrives.
-        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut head = [0u8; 5];
-        let mut got = false;
-        for _ in 0..100 {
-            write_all(err.as_fd(), b"e").unwrap();
-            if c.read_exact(&mut head).is_ok() {
-                got = true;
-                break;
-            }
-        }
-        assert!(got, "no attach frame");
-        assert_eq!(head[0], attach::FRAME_STDERR);
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], attach::FRAME_READY);
+        write_all(err.as_fd(), b"e").unwrap();
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(head, [attach::FRAME_STDERR, 0, 0, 0, 1]);
+        let mut e = [0u8; 1];
+        c.read_exact(&mut e).unwrap();
+        assert_eq!(&e, b"e");
         c.set_read_timeout(None).unwrap();
         let mut rest = Vec::new();
         drop(err);

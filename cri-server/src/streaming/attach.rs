@@ -23,9 +23,12 @@ use crate::pods::{fifo, PodError, PodManager, ShimClient};
 
 /// The shim's attach socket in a container bundle.
 pub const ATTACH_SOCKET: &str = "attach.sock";
-/// Frame stream tags.
+/// Frame tags: ready (once, first), stdout, stderr.
+const FRAME_READY: u8 = 0;
 const FRAME_STDOUT: u8 = 1;
 const FRAME_STDERR: u8 = 2;
+/// How long the shim may take to register an attach client.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest frame the shim sends (its copy buffers are 32 KiB).
 const MAX_FRAME: usize = 1 << 20;
 
@@ -56,7 +59,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MAX_FRAME || !matches!(head[0], FRAME_STDOUT | FRAME_STDERR) {
+    if len > MAX_FRAME || !matches!(head[0], FRAME_READY | FRAME_STDOUT | FRAME_STDERR) {
         return Err(FrameError::Malformed {
             stream: head[0],
             len,
@@ -94,9 +97,27 @@ async fn attach(
 ) -> Result<(), PodError> {
     let (c, shim) = pods.running_container_shim(&req.container_id).await?;
     let socket = c.rec.bundle.join(ATTACH_SOCKET);
-    let output = connect(&c.rec.bundle)
+    let mut output = connect(&c.rec.bundle)
         .await
         .map_err(PodError::io("connecting to the attach socket", &socket))?;
+    // Input is forwarded only once the shim has registered us, so the
+    // output it causes is never missed.
+    match tokio::time::timeout(READY_TIMEOUT, read_frame(&mut output)).await {
+        Ok(Ok(Some((FRAME_READY, _)))) => {}
+        Ok(Ok(None)) => {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} has no output to attach to any more",
+                c.id
+            )))
+        }
+        other => {
+            let e = match other {
+                Ok(Err(e)) => std::io::Error::other(e),
+                _ => std::io::Error::from(std::io::ErrorKind::TimedOut),
+            };
+            return Err(PodError::io("waiting for the attach socket", &socket)(e));
+        }
+    }
     let ClientStreams {
         stdin,
         stdout,
@@ -104,7 +125,8 @@ async fn attach(
         resize,
         mut disconnected,
     } = client;
-    let stdin_once = c.config.stdin_once;
+    // stdinOnce: the first attach that brought stdin closes it at its end.
+    let close_at_end = c.config.stdin_once && c.config.stdin && stdin.is_some();
     let mut stdin_task = None;
     if let Some(client_in) = stdin {
         if c.config.stdin {
@@ -140,11 +162,11 @@ async fn attach(
         _ = stdin_done => End::StdinDone,
         _ = disconnected.wait() => End::ClientGone,
     };
-    if stdin_once && c.config.stdin {
+    if close_at_end {
         close_stdin(&shim, &c.id).await;
     }
     if let End::StdinDone = end {
-        if stdin_once {
+        if close_at_end {
             // The container sees EOF and usually exits: let the rest of
             // its output through, unless the client leaves.
             tokio::select! {
@@ -243,9 +265,26 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_and_bad_ones_are_refused() {
-        let mut bytes = vec![FRAME_STDOUT, 0, 0, 0, 2, b'h', b'i'];
+        let mut bytes = vec![
+            FRAME_READY,
+            0,
+            0,
+            0,
+            0,
+            FRAME_STDOUT,
+            0,
+            0,
+            0,
+            2,
+            b'h',
+            b'i',
+        ];
         bytes.extend_from_slice(&[FRAME_STDERR, 0, 0, 0, 0]);
         let mut r = &bytes[..];
+        assert_eq!(
+            read_frame(&mut r).await.unwrap(),
+            Some((FRAME_READY, Vec::new()))
+        );
         assert_eq!(
             read_frame(&mut r).await.unwrap(),
             Some((FRAME_STDOUT, b"hi".to_vec()))

@@ -384,6 +384,34 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
     let o = spdy_session(&url, "v4.channel.k8s.io", None, true, None).await;
     assert_eq!(o.stdout, b"alive\n");
 
+    // stdinOnce: the end of the first attach's stdin closes the
+    // container's stdin; the rest of its output still arrives.
+    let mut once = env.container_config("once", &["sh", "-c", "cat; echo CAT-DONE"]);
+    once.stdin = true;
+    once.stdin_once = true;
+    let once_id = start_container(&mut rt, &pod_id, once, &pod).await.unwrap();
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: once_id.clone(),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let o = spdy_session(&url, "v4.channel.k8s.io", Some(b"x-once\n"), true, None).await;
+    assert_eq!(o.stdout, b"x-once\nCAT-DONE\n", "{o:?}");
+    assert_eq!(o.exit_code(), 0);
+    assert_eq!(
+        crate::pods_env::wait_exited(&mut rt, &once_id)
+            .await
+            .exit_code,
+        0
+    );
+
     // Port-forward to a listener inside the pod's network namespace.
     let server = env.container_config(
         "srv",
