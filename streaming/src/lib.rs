@@ -8,3 +8,4 @@ pub mod spdy;
 pub mod websocket;
 pub mod portforward;
 pub mod remotecommand;
+pub mod client;
