@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri;
+use containerd_shim_protos::ttrpc;
 use nix::mount::{umount2, MntFlags};
 use tracing::{info, warn};
 
@@ -678,6 +679,15 @@ impl PodManager {
                 match shim.delete(id, "").await {
                     Ok(_) => {}
                     Err(e) if e.is_not_found() || e.is_unreachable() => {}
+                    // Our record said exited (e.g. a StartContainer whose
+                    // answer was lost) while the shim still runs it: the
+                    // kubelet expects a forced removal, so kill and retry.
+                    Err(e) if e.code() == Some(ttrpc::Code::FAILED_PRECONDITION) => {
+                        warn!(container_id = %id, error = %crate::error::chain(&e), "shim still runs the container, killing it before removal");
+                        self.kill_and_delete(&shim, id)
+                            .await
+                            .map_err(PodError::shim(&pod.id))?;
+                    }
                     Err(e) => return Err(PodError::shim(&pod.id)(e)),
                 }
             }
@@ -689,6 +699,22 @@ impl PodManager {
         self.emit_container_event(&c, cri::ContainerEventType::ContainerDeletedEvent)
             .await;
         Ok(())
+    }
+
+    /// SIGKILLs a task the shim still runs, waits for its exit and
+    /// deletes it from the shim.
+    async fn kill_and_delete(&self, shim: &ShimClient, id: &str) -> Result<(), ShimError> {
+        match shim.kill(id, "", SIGKILL, false).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        shim.wait(id, "", Some(KILL_WAIT)).await?;
+        match shim.delete(id, "").await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Unmounts and removes a container's dirs, then deletes its row and
