@@ -6,14 +6,12 @@
 //! session.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri;
 use berth_streaming::remotecommand::{CommandResult, OutputWriter, ServerStreams, StdinReader};
-
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -53,6 +51,9 @@ struct Exec {
     dir: PathBuf,
     tty: bool,
     process_json: Vec<u8>,
+    /// Set once the shim started the process (it must be killed if the
+    /// session fails after that).
+    started: AtomicBool,
 }
 
 async fn prepare(pods: &PodManager, req: &cri::ExecRequest) -> Result<Exec, PodError> {
@@ -81,6 +82,7 @@ async fn prepare(pods: &PodManager, req: &cri::ExecRequest) -> Result<Exec, PodE
         dir,
         tty: req.tty,
         process_json,
+        started: AtomicBool::new(false),
     })
 }
 
@@ -139,6 +141,9 @@ fn io_path(p: &Path) -> String {
 impl Exec {
     async fn run(self, streams: ClientStreams) -> CommandResult {
         let result = self.run_inner(streams).await;
+        if result.is_err() && self.started.load(Ordering::SeqCst) {
+            self.kill().await;
+        }
         self.cleanup().await;
         match result {
             Ok(r) => r,
@@ -193,6 +198,7 @@ impl Exec {
             .start_task(&self.id, &self.exec_id)
             .await
             .map_err(PodError::shim(&self.pod_id))?;
+        self.started.store(true, Ordering::SeqCst);
 
         // The shim holds the write ends now: readers see EOF when it closes.
         let mut outputs = Vec::new();
