@@ -16,3 +16,4 @@ pub mod harness;
 pub mod interrupt;
 pub mod pod_bench;
 pub mod pull_bench;
+pub mod streaming;

@@ -185,9 +185,19 @@ pub struct WsPortForward {
 const PIPE: usize = 64 << 10;
 
 impl WsPortForward {
-    /// Connects to `url` (whose server forwards `ports`, in this order).
+    /// Connects to `url` and forwards `ports` (sent as `port` query
+    /// parameters, the order fixing the channel numbers).
     pub async fn connect(url: &str, ports: &[u16]) -> Result<WsPortForward, ClientError> {
-        let t = Target::parse(url)?;
+        let mut t = Target::parse(url)?;
+        // The kubelet-style server reads the ports from `port` parameters.
+        for (i, p) in ports.iter().enumerate() {
+            let sep = if i == 0 && !t.path_and_query.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            t.path_and_query.push_str(&format!("{sep}port={p}"));
+        }
         let tcp = t.connect().await?;
         let (ws, proto) =
             ws_hs::client_upgrade(tcp, &t.host, &t.path_and_query, WEBSOCKET_PROTOCOLS)
