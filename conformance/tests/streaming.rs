@@ -297,6 +297,7 @@ async fn client_disconnect_leaves_no_process_or_fd() {
         let io = ExecIo {
             stdin: boxed(stdin_r),
             stdout: Some(Box::pin(out_w)),
+            stderr: Some(Box::pin(tokio::io::sink())),
             ..Default::default()
         };
         let session = tokio::spawn(async move { client::exec(&url, t, io).await });
@@ -361,6 +362,7 @@ async fn attach_to_a_container_with_stdin() {
         let io = ExecIo {
             stdin: boxed(stdin_r),
             stdout: Some(Box::pin(out_w)),
+            stderr: Some(Box::pin(tokio::io::sink())),
             ..Default::default()
         };
         let session = tokio::spawn(async move { client::exec(&url, t, io).await });
@@ -502,6 +504,8 @@ async fn crictl(
     let endpoint = format!("unix://{}", b.fp.socket.display());
     let mut full = vec![
         "--runtime-endpoint".to_string(),
+        endpoint.clone(),
+        "--image-endpoint".to_string(),
         endpoint,
         "--timeout".into(),
         "30s".into(),
@@ -552,7 +556,12 @@ async fn crictl_exec_attach_and_port_forward() {
         false,
     )
     .await;
-    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    // crictl reports a non-zero exit as its own failure with the code.
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exit code 4"),
+        "{o:?}"
+    );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "plain\n");
     // exec -i over WebSocket.
     let o = crictl(
@@ -575,12 +584,15 @@ async fn crictl_exec_attach_and_port_forward() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains("/dev/pts/"), "{o:?}");
     // port-forward (SPDY and SPDY-over-WebSocket) to the pod's httpd.
+    let endpoint = format!("unix://{}", b.fp.socket.display());
     for transport in ["spdy", "websocket"] {
         let local = free_port();
         let mut child = tokio::process::Command::new(CRICTL)
             .args([
                 "--runtime-endpoint",
-                &format!("unix://{}", b.fp.socket.display()),
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
             ])
             .args([
                 "port-forward",
