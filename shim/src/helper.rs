@@ -166,6 +166,16 @@ pub fn run(
         }
         Ok(out)
     })();
+    // A reply is the helper's last act: its exit is left to the reaper
+    // (create does not wait for the helper's teardown). Without one, its
+    // exit code is what explains the failure.
+    if let Ok(Ok(reply)) = io_result
+        .as_ref()
+        .map(|out| serde_json::from_str::<Reply>(out.trim()))
+    {
+        reaper.on_exit(pid, since, Box::new(|_| {}));
+        return Ok(reply);
+    }
     // Never child.wait(): the reaper owns every waitpid.
     let code = reaper.wait(pid, since);
     let out = io_result.map_err(HelperError::Io)?;
