@@ -383,7 +383,7 @@ fn handshake(
 /// Clones the init straight into the container's cgroup2 directory when
 /// there is one; the bool says whether it is there (else the parent moves
 /// it). v1 hierarchies are joined by the init itself (`cgroups::join`).
-fn clone_init(
+pub(super) fn clone_init(
     flags: nix::sched::CloneFlags,
     join: &crate::cgroups::CgroupJoin,
 ) -> (Result<sys::CloneResult, nix::Error>, bool) {

@@ -90,6 +90,7 @@ impl Container {
                 _ => in_child.push((typ, path)),
             }
         }
+        let join = self.cgroup()?.prepare_join().map_err(|e| self.cg_err(e))?;
         let linux = self.state.spec.linux().as_ref();
         let cfg = ExecConfig {
             process: &opts.process,
@@ -98,15 +99,16 @@ impl Container {
             join: &in_child,
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,
+            cgroup: Some(&join),
         };
-        let cg = self.cgroup()?;
         let (parent, child) = channel::pair()?;
         // The init may have died while we opened things: re-check pid reuse.
         if !self.state.init_alive() {
             return Err(self.bad_status(Status::Stopped, "exec"));
         }
         let guard = ParentNsGuard::enter(&in_parent, false, None)?;
-        let pid = match sys::clone_fork(nix::sched::CloneFlags::empty()) {
+        let (cloned, in_v2) = super::create::clone_init(nix::sched::CloneFlags::empty(), &join);
+        let pid = match cloned {
             Ok(sys::CloneResult::Child) => {
                 drop(parent);
                 sys::run_child(|| exec_child::run(&cfg, child))
@@ -126,8 +128,10 @@ impl Container {
             let _ = waitpid(pid, None);
             e
         };
-        cg.add_task(pid.as_raw())
-            .map_err(|e| fail(self.cg_err(e)))?;
+        if !in_v2 {
+            join.add_v2(pid.as_raw())
+                .map_err(|e| fail(self.cg_err(e)))?;
+        }
         parent.send(&Msg::Go).map_err(|e| fail(e.into()))?;
         loop {
             match parent.recv() {

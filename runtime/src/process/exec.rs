@@ -30,6 +30,8 @@ pub struct ExecConfig<'a> {
     pub preserve_fds: u32,
     /// Fds to install as stdin/stdout/stderr (default: inherited).
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// The container's cgroups, joined by the child itself (v1 `tasks`).
+    pub cgroup: Option<&'a crate::cgroups::CgroupJoin>,
 }
 
 /// Runs the exec child; never returns.
@@ -50,6 +52,12 @@ fn exec(cfg: &ExecConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| InitError::sys("prctl(PR_SET_DUMPABLE)", e))?;
     chan.expect(|m| matches!(m, Msg::Go), "Go")?;
+    // Still single-threaded, so moving our one thread moves the process
+    // (and skips the kernel's global lock a cgroup.procs write takes).
+    if let Some(cg) = cfg.cgroup {
+        cg.join_v1_self()
+            .map_err(|e| InitError::Cgroup(Box::new(e)))?;
+    }
     super::init::join_namespaces(cfg.join)?;
     if cfg.process.terminal().unwrap_or(false) {
         nix::unistd::setsid().map_err(|e| InitError::sys("setsid", e))?;
