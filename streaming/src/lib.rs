@@ -4,8 +4,8 @@
 //! Server and client sides both live here so that berthd and the end-to-end
 //! tests share one implementation of the wire formats.
 
-pub mod spdy;
-pub mod websocket;
+pub mod client;
 pub mod portforward;
 pub mod remotecommand;
-pub mod client;
+pub mod spdy;
+pub mod websocket;
