@@ -157,13 +157,24 @@ async fn exec_spdy(session: &Session, proto: &str, io: ExecIo) -> Result<ExitSta
     let status = async {
         let mut buf = Vec::new();
         let (mut r, _w) = error.into_split();
-        r.read_to_end(&mut buf)
-            .await
-            .map_err(|source| ClientError::Io {
+        match r.read_to_end(&mut buf).await {
+            Ok(_) => Ok(buf),
+            // Go servers (spdystream) reset the streams still open on our
+            // side when they close the connection, after their FIN: that
+            // reset is the end. But from v4 on a finished command always
+            // leaves a status, so a reset before any is a broken session.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionReset
+                    && !(buf.is_empty() && version.has_status()) =>
+            {
+                tracing::debug!("error stream reset after its status; taken as its end");
+                Ok(buf)
+            }
+            Err(source) => Err(ClientError::Io {
                 what: "error",
                 source,
-            })?;
-        Ok::<_, ClientError>(buf)
+            }),
+        }
     };
     let (out, err, status) = tokio::join!(out, err, status);
     for t in background {
@@ -185,7 +196,22 @@ async fn copy_out(
     };
     let (mut r, _w) = s.into_split();
     let io = |source| ClientError::Io { what, source };
-    tokio::io::copy(&mut r, &mut sink).await.map_err(io)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                tracing::debug!(
+                    stream = what,
+                    "stream reset after its data; taken as its end"
+                );
+                break;
+            }
+            Err(e) => return Err(io(e)),
+        };
+        sink.write_all(&buf[..n]).await.map_err(io)?;
+    }
     sink.flush().await.map_err(io)
 }
 
