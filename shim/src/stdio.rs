@@ -107,6 +107,13 @@ pub struct IoHandle {
     console: Option<Arc<OwnedFd>>,
     /// Set once the process is gone: stdin copiers stop.
     closed: Arc<AtomicBool>,
+    /// Set by CloseIO: stdin copiers drain what the FIFO still holds, then
+    /// close the process' stdin (a pipe's EOF, a terminal's EOF character).
+    stdin_eof: Arc<AtomicBool>,
+    /// A copier owns the terminal's stdin (and sends its EOF character).
+    tty_stdin: bool,
+    /// Wakes the stdin copier when `stdin_eof` is set.
+    stdin_wake: Option<OwnedFd>,
     /// Output fan-out to attach clients (CRI log targets only).
     attach: Option<Arc<Hub>>,
     /// The attach socket, once served.
@@ -150,12 +157,19 @@ impl PreparedIo {
         if let Some(fifo) = tty.stdin {
             let m = master.clone();
             let closed = self.handle.closed.clone();
+            let eof = self.handle.stdin_eof.clone();
+            let (wake_r, wake_w) = pipe()?;
+            self.handle.stdin_wake = Some(wake_w);
+            self.handle.tty_stdin = true;
             spawn("tty-stdin", move || {
                 let mut buf = vec![0u8; 32 * 1024];
-                while let Some(n) = read_unless_closed(&fifo, &closed, &mut buf) {
+                while let Some(n) = read_unless_closed(&fifo, &closed, (&eof, &wake_r), &mut buf) {
                     if write_all(m.as_fd(), &buf[..n]).is_err() {
-                        break;
+                        return;
                     }
+                }
+                if eof.load(Ordering::SeqCst) && !closed.load(Ordering::SeqCst) {
+                    let _ = write_all(m.as_fd(), &[4]);
                 }
             })?;
         }
@@ -227,14 +241,21 @@ impl IoHandle {
         }
     }
 
-    /// Closes the process' stdin (it reads EOF once the pipe drains; a
-    /// terminal gets the EOF character).
+    /// Closes the process' stdin once what the FIFO still holds has been
+    /// passed on (it reads EOF once the pipe drains; a terminal gets the
+    /// EOF character). The copier does the closing: dropping the pipe here
+    /// would lose bytes a client wrote just before CloseIO.
     pub fn close_stdin(&self) {
+        // One wake-up byte at most: the pipe is never read.
+        let first = !self.stdin_eof.swap(true, Ordering::SeqCst);
+        if let (true, Some(w)) = (first, &self.stdin_wake) {
+            let _ = write_all(w.as_fd(), &[1]);
+        }
+        if self.tty_stdin {
+            return;
+        }
         if let Some(m) = &self.console {
             let _ = write_all(m.as_fd(), &[4]);
-        }
-        if let Some(s) = &self.stdin {
-            s.lock().unwrap_or_else(PoisonError::into_inner).take();
         }
     }
 }
@@ -389,7 +410,14 @@ fn prepare_with(
         let (r, w) = pipe()?;
         let w = Arc::new(Mutex::new(Some(w)));
         handle.stdin = Some(w.clone());
-        spawn_stdin_copier(fifo, w, handle.closed.clone())?;
+        let (wake_r, wake_w) = pipe()?;
+        handle.stdin_wake = Some(wake_w);
+        spawn_stdin_copier(
+            fifo,
+            w,
+            handle.closed.clone(),
+            (handle.stdin_eof.clone(), wake_r),
+        )?;
         r
     };
 
@@ -504,17 +532,38 @@ fn copy_tty_out(master: &OwnedFd, out: Sink, hub: Option<&Hub>) {
 }
 
 /// Reads the stdin FIFO, waking up twice a second to notice that the
-/// process is gone (the shim holds a writer, so no EOF ever comes).
-fn read_unless_closed(fifo: &OwnedFd, closed: &AtomicBool, buf: &mut [u8]) -> Option<usize> {
+/// process is gone (the shim holds a writer, so no EOF ever comes). Once
+/// `eof` is set (its pipe wakes the poll), returns what is still buffered
+/// and then None.
+fn read_unless_closed(
+    fifo: &OwnedFd,
+    closed: &AtomicBool,
+    (eof, wake): (&AtomicBool, &OwnedFd),
+    buf: &mut [u8],
+) -> Option<usize> {
     loop {
         if closed.load(Ordering::SeqCst) {
             return None;
         }
-        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(500u16)) {
-            Ok(0) | Err(nix::Error::EINTR) => continue,
+        let draining = eof.load(Ordering::SeqCst);
+        let wait = if draining { 0u16 } else { 500 };
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(wait)) {
             Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
             Err(_) => return None,
+        }
+        let ready = fds[0].revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        });
+        if !ready {
+            if eof.load(Ordering::SeqCst) {
+                return None;
+            }
+            continue;
         }
         match nix::unistd::read(fifo, buf) {
             Ok(0) => return None,
@@ -529,6 +578,7 @@ fn spawn_stdin_copier(
     fifo: OwnedFd,
     pipe_w: Arc<Mutex<Option<OwnedFd>>>,
     closed: Arc<AtomicBool>,
+    (eof, wake): (Arc<AtomicBool>, OwnedFd),
 ) -> Result<(), StdioError> {
     std::thread::Builder::new()
         .name("stdin".into())
@@ -543,7 +593,7 @@ fn spawn_stdin_copier(
                 {
                     break;
                 }
-                let Some(n) = read_unless_closed(&fifo, &closed, &mut buf) else {
+                let Some(n) = read_unless_closed(&fifo, &closed, (&eof, &wake), &mut buf) else {
                     break;
                 };
                 let guard = pipe_w.lock().unwrap_or_else(PoisonError::into_inner);
@@ -720,6 +770,28 @@ mod tests {
         r.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty() || rest == b"x");
         assert!(io.handle.reopen_log().is_ok());
+    }
+
+    #[test]
+    fn close_stdin_passes_on_what_the_fifo_still_holds() {
+        // CloseIO right after the client's last write (a streaming exec's
+        // stdin EOF) must not lose the bytes the copier has not read yet.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = dir.path().join("in");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            let io = prepare(fifo.to_str().unwrap(), "", "", false).unwrap();
+            let [child_in, _out, _err] = io.child;
+            let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            std::io::Write::write_all(&mut w, &data).unwrap();
+            drop(w);
+            io.handle.close_stdin();
+            let mut got = Vec::new();
+            std::fs::File::from(child_in).read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), data.len(), "round {round}");
+            assert!(got == data, "round {round}: bytes changed");
+        }
     }
 
     #[test]
