@@ -11,6 +11,7 @@
 //! - [`pod_bench`] / `bench-pods`: pod lifecycle latency and idle-pod memory
 //!   against containerd 1.6 + runc; [`pull_bench`] / `bench-pull`: cold pulls.
 
+pub mod bench_cli;
 pub mod client;
 pub mod harness;
 pub mod interrupt;

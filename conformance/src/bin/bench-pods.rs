@@ -5,6 +5,7 @@
 //! `target/release/bench-pods [--iterations 50] [--skip-containerd]`
 
 use anyhow::{bail, Result};
+use berth_conformance::bench_cli;
 use berth_conformance::pod_bench::{self, stats, Options};
 use clap::Parser;
 
@@ -28,15 +29,9 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,oci_client=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench_cli::init_tracing();
     let args = Args::parse();
-    if !nix::unistd::Uid::effective().is_root() {
+    if !bench_cli::is_root() {
         bail!("bench-pods needs root (namespaces, cgroups, CNI, iptables)");
     }
     if args.iterations == 0 {

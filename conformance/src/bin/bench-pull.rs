@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use berth_conformance::bench_cli;
 use berth_conformance::pull_bench::images::BigImageParams;
 use berth_conformance::pull_bench::{self, measure, Options};
 use clap::Parser;
@@ -73,15 +74,9 @@ fn locate_berthd() -> Result<PathBuf> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,oci_client=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench_cli::init_tracing();
     let args = Args::parse();
-    if !nix::unistd::Uid::effective().is_root() {
+    if !bench_cli::is_root() {
         bail!("bench-pull needs root (overlay snapshots, containerd)");
     }
     if args.iterations == 0 {

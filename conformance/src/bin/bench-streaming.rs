@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_conformance::bench_cli;
 use berth_conformance::client::{container_config, match_pod_namespaces, Cri};
 use berth_conformance::harness::images::{BUSYBOX, PAUSE};
-use berth_conformance::harness::{procs, Berth};
-use berth_conformance::pod_bench::stats::Percentiles;
-use berth_conformance::pull_bench::daemons::{containerd_config_with, CtdSettings, Daemon};
+use berth_conformance::harness::Berth;
+use berth_conformance::pod_bench::{self, stats::Percentiles};
 use berth_conformance::streaming::{self as st, Streams};
 use berth_streaming::client::{self, ExecIo, Transport};
 use clap::Parser;
@@ -225,29 +225,14 @@ fn print(subjects: &[Subject], results: &[Results], args: &Args) {
     tput("WebSocket", &|r| &r.mbps_websocket);
 }
 
-/// containerd beside berthd with berth's CNI network and registry (the
-/// settings bench-pods uses).
-fn start_containerd(b: &Berth) -> Result<Daemon> {
-    let base = b.fp.root.join("containerd");
-    let cni = base.join("net.d");
-    b.net.write_conflist(&cni)?;
-    let sandbox = PAUSE.reference();
-    let text = containerd_config_with(&CtdSettings {
-        base: &base,
-        certs_d: &b.certs_d,
-        sandbox_image: &sandbox,
-        cni_conf_dir: &cni,
-        cni_bin_dir: &b.net.bin_dir,
-    });
-    Ok(Daemon::start_containerd_with(&base, &text)?)
-}
-
 async fn run(args: &Args) -> Result<()> {
     let berth = tokio::task::block_in_place(Berth::start)?;
     let mut ctd = if args.skip_containerd {
         None
     } else {
-        Some(tokio::task::block_in_place(|| start_containerd(&berth))?)
+        Some(tokio::task::block_in_place(|| {
+            pod_bench::start_containerd(&berth)
+        })?)
     };
     let result = async {
         let mut subjects = vec![subject("berthd", berth.client(), &berth).await?];
@@ -271,15 +256,7 @@ async fn run(args: &Args) -> Result<()> {
             tracing::warn!(error = %e, "stopping containerd");
         }
         // containerd leaves its shims running when it exits.
-        let needle = format!("-address {}", d.socket.display());
-        let shims: Vec<u32> = procs::processes_with_arg(&needle)
-            .into_iter()
-            .map(|p| p.pid)
-            .collect();
-        let mut all = procs::descendants(&shims);
-        all.extend(&shims);
-        procs::kill_all(&all);
-        procs::wait_gone(&all, Duration::from_secs(10));
+        pod_bench::kill_containerd_shims(d);
     }
     drop(ctd);
     tokio::task::block_in_place(|| drop(berth));
@@ -287,15 +264,9 @@ async fn run(args: &Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,oci_client=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench_cli::init_tracing();
     let args = Args::parse();
-    if !nix::unistd::Uid::effective().is_root() {
+    if !bench_cli::is_root() {
         bail!("bench-streaming needs root (namespaces, cgroups, CNI)");
     }
     if args.iterations == 0 || args.samples == 0 || args.mib == 0 {

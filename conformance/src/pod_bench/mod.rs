@@ -256,7 +256,7 @@ fn write(path: &Path, text: &str) -> Result<(), PodBenchError> {
 
 /// Starts a private containerd using berth's test network conflist, the
 /// same hosts.toml and the pause image from the same registry.
-fn start_containerd(berth: &Berth) -> Result<Daemon, PodBenchError> {
+pub fn start_containerd(berth: &Berth) -> Result<Daemon, PodBenchError> {
     let base = berth.fp.root.join("containerd");
     let cni = base.join("net.d");
     berth.net.write_conflist(&cni).map_err(HarnessError::from)?;
@@ -295,7 +295,7 @@ fn containerd_procs(d: &Daemon) -> RuntimeProcs {
 
 /// Kills containerd's leftover shims and their children (containerd does
 /// not stop them when it exits).
-fn kill_containerd_shims(d: &Daemon) {
+pub fn kill_containerd_shims(d: &Daemon) {
     let shims = containerd_procs(d).shims;
     let mut all = procs::descendants(&shims);
     all.extend(&shims);
