@@ -338,6 +338,20 @@ async fn hostname_and_etc_files_come_from_the_pod_config() {
     c.cleanup_pod(&p.pod).await;
 }
 
+/// The namespace options of a pod config made by `pod_config`.
+fn pod_namespaces(config: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+}
+
 fn ns_link(kind: &str) -> String {
     std::fs::read_link(format!("/proc/self/ns/{kind}"))
         .unwrap()
@@ -349,17 +363,7 @@ fn ns_link(kind: &str) -> String {
 async fn host_network_pod_uses_the_host_netns() {
     let (b, c) = berth();
     let mut config = b.pod_config("hostnet");
-    let ns = config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
-    ns.network = cri::NamespaceMode::Node as i32;
+    pod_namespaces(&mut config).network = cri::NamespaceMode::Node as i32;
     let p = pod_with(&b, &c, config, "probe", &["sleep", "1000000"]).await;
     let inside = c
         .exec_ok(&p.ctr, &["readlink", "/proc/self/ns/net"])
@@ -392,17 +396,7 @@ async fn host_network_pod_uses_the_host_netns() {
 async fn shared_pid_namespace_pod_sees_its_other_containers() {
     let (b, c) = berth();
     let mut config = b.pod_config("sharedpid");
-    config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = cri::NamespaceMode::Pod as i32;
+    pod_namespaces(&mut config).pid = cri::NamespaceMode::Pod as i32;
     let marker = unique_seconds();
     let p = pod_with(&b, &c, config, "first", &["sleep", &marker]).await;
     let mut second_cfg = container_config("second", &b.busybox(), &["sleep", "1000000"]);
@@ -513,17 +507,7 @@ async fn user_namespace_pod_maps_root_to_an_unprivileged_host_id() {
         container_id: 0,
         length: 65536,
     };
-    config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .userns_options = Some(cri::UserNamespace {
+    pod_namespaces(&mut config).userns_options = Some(cri::UserNamespace {
         mode: cri::NamespaceMode::Pod as i32,
         uids: vec![map(1_000_000_000)],
         gids: vec![map(1_000_000_000)],
