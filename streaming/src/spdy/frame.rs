@@ -216,28 +216,15 @@ pub fn parse_with_limit(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usi
 }
 
 fn parse_control(frame_type: u16, flags: u8, p: &[u8]) -> Result<Frame, FrameError> {
-    let exact = |expected: usize, what: &'static str| {
-        if p.len() == expected {
-            Ok(())
-        } else {
-            Err(FrameError::BadLength {
-                frame_type,
-                len: p.len(),
-                expected: what,
-            })
-        }
+    let length_ok = |ok: bool, what: &'static str| {
+        ok.then_some(()).ok_or(FrameError::BadLength {
+            frame_type,
+            len: p.len(),
+            expected: what,
+        })
     };
-    let at_least = |min: usize, what: &'static str| {
-        if p.len() >= min {
-            Ok(())
-        } else {
-            Err(FrameError::BadLength {
-                frame_type,
-                len: p.len(),
-                expected: what,
-            })
-        }
-    };
+    let exact = |expected: usize, what| length_ok(p.len() == expected, what);
+    let at_least = |min: usize, what| length_ok(p.len() >= min, what);
     let nonzero = |id: u32, name: &'static str| {
         if id == 0 {
             Err(FrameError::ZeroStreamId { frame_type: name })
