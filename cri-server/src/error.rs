@@ -35,7 +35,7 @@ pub enum Error {
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
     /// The RPC is not implemented yet.
-    #[error("{rpc} is not implemented yet in berth (exec, attach and port-forward come with the streaming server)")]
+    #[error("{rpc} is not implemented yet in berth")]
     Unimplemented {
         /// The RPC name.
         rpc: &'static str,
