@@ -10,6 +10,16 @@ pub mod cri {
     pub use k8s_cri::v1::*;
 }
 
+/// berth's extension API (`berth.v1`): what a Docker-like client needs and
+/// the CRI lacks. Served on the same socket as the CRI.
+pub mod berth {
+    /// Images, Containers, Volumes and System services.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("berth.v1");
+    }
+}
+
 pub use prost;
 pub use tonic;
 
