@@ -41,6 +41,14 @@ pub(super) async fn run<R: AsyncRead>(
         stop,
     };
     let reason = r.run(&mut rd).await;
+    if reason.is_none() {
+        // Ended here: keep reading (and dropping) what the peer still sends
+        // until it closes too. Closing a socket with unread input makes the
+        // kernel answer with a reset, and a reset makes the peer's kernel
+        // discard what it had received but not yet read: the last frames we
+        // sent (an exit status, a FIN) would be lost.
+        linger(&r.shared, &mut rd).await;
+    }
     if let Some(reason) = reason {
         if let CloseReason::Protocol(msg) = &reason {
             warn!(%msg, "SPDY peer violated the protocol, sending GOAWAY");
@@ -52,6 +60,21 @@ pub(super) async fn run<R: AsyncRead>(
         }
         r.shared.terminate(reason);
     }
+}
+
+/// Drains the read half until the peer closes, it fails, or the close
+/// grace period passes; waits for the writer first so our FIN is out.
+async fn linger<R: AsyncRead>(shared: &Shared, rd: &mut ReadHalf<R>) {
+    let drain = async {
+        shared.writer_finished().await;
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(shared.config.close_grace, drain).await;
 }
 
 impl Reader {

@@ -84,7 +84,8 @@ pub struct SessionConfig {
     pub header_limits: HeaderLimits,
     /// Peer-opened streams that may wait for `accept`; more are refused.
     pub accept_backlog: usize,
-    /// How long a closing session keeps writing to a peer that stopped reading.
+    /// How long a closing session keeps writing to a peer that stopped
+    /// reading, and reading from a peer that has not closed yet.
     pub close_grace: Duration,
 }
 

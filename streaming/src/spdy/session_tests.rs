@@ -678,3 +678,64 @@ async fn a_reused_stream_id_resets_that_stream() {
         f => panic!("unexpected {f:?}"),
     }
 }
+
+/// A session that closes while the peer is still sending must not reset
+/// the connection: the reset would drop its last frames (an exit status)
+/// from the kernel's send queue and the peer's receive queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_while_the_peer_still_sends_delivers_the_last_bytes() {
+    // The loss is a race: a few rounds make it show without the fix.
+    for _ in 0..5 {
+        close_under_incoming_traffic().await;
+    }
+}
+
+async fn close_under_incoming_traffic() {
+    const LEN: usize = 4 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (session, mut incoming) = Session::server(tcp);
+        let mut s = timeout(T, incoming.accept()).await.unwrap().unwrap();
+        s.write_all(&pattern(LEN, 7)).await.unwrap();
+        s.shutdown().await.unwrap();
+        session.close().await;
+    });
+    // A small receive buffer keeps the server's last bytes queued on its
+    // side while it closes.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let (client, _incoming) = Session::client(tcp);
+    let mut s = timeout(T, client.open_stream(hdr(&[("streamtype", "stdout")])))
+        .await
+        .unwrap()
+        .unwrap();
+    // Keep frames flowing towards the server the whole time.
+    let pinger = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            while client.ping().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 1024];
+    loop {
+        // Read slowly so the server finishes (and closes) first.
+        let n = timeout(T, s.read(&mut chunk)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if got.len() < 64 * 1024 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(got.len(), LEN);
+    assert!(got == pattern(LEN, 7));
+    server.await.unwrap();
+    pinger.abort();
+}
