@@ -219,6 +219,19 @@ async fn reset_reaches_the_peer() {
 }
 
 #[tokio::test]
+async fn a_reset_after_the_fin_still_reads_as_the_end() {
+    let ((client, _ci), (_server, mut si)) = pair();
+    let (s, peer) = tokio::join!(client.open_stream(hdr(&[("x", "y")])), si.accept());
+    let (mut s, mut peer) = (s.unwrap(), peer.unwrap());
+    s.write_all(b"all of it").await.unwrap();
+    s.shutdown().await.unwrap();
+    // The reset arrives before the reader looks: the data and the FIN win.
+    s.reset();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(read_all(&mut peer).await, b"all of it");
+}
+
+#[tokio::test]
 async fn dropping_incoming_refuses_new_streams() {
     let ((client, _ci), (server, si)) = pair();
     drop(si);

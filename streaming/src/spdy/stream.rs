@@ -229,11 +229,13 @@ fn poll_read(h: &Handle, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io
         shared.wake_reader(st);
         return Poll::Ready(Ok(()));
     }
-    if let Some(status) = s.reset {
-        return Poll::Ready(Err(reset_error(h.id, status)));
-    }
+    // A FIN means every byte arrived: a reset after it (Go's spdystream
+    // resets what is left open when it closes) cannot take the end away.
     if s.remote_fin {
         return Poll::Ready(Ok(()));
+    }
+    if let Some(status) = s.reset {
+        return Poll::Ready(Err(reset_error(h.id, status)));
     }
     if let Some(reason) = closed {
         return Poll::Ready(Err(closed_error(&reason)));
