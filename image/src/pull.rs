@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::digest::Digest;
 use crate::hosts::{self, Endpoint, HostsError};
 use crate::manifest::{self, Document, ManifestError};
+use crate::progress::{LayerReporter, LayerStatus, Observer, Phase, ProgressEvent};
 use crate::reference::Reference;
 use crate::registry::{Credentials, RegistryClient, RegistryError};
 use crate::unpack::{unpack_layer, LayerSource, UnpackError, UnpackLimits, UnpackStats};
@@ -215,6 +216,7 @@ struct LayerJob {
     size: Option<u64>,
     chain_id: String,
     parent: Option<String>,
+    progress: Option<Observer>,
 }
 
 impl Puller {
@@ -234,6 +236,11 @@ impl Puller {
         self.total_downloads.load(Ordering::Relaxed)
     }
 
+    /// The options the puller was built with (hosts dir, limits).
+    pub fn options(&self) -> &PullOptions {
+        &self.opts
+    }
+
     /// Pulls `reference`: manifest and config into the sink's content store,
     /// missing layers into snapshots. Returns what the image row needs.
     pub async fn pull(
@@ -241,6 +248,19 @@ impl Puller {
         reference: &Reference,
         credentials: &Credentials,
         sink: Arc<dyn SnapshotSink>,
+    ) -> Result<PulledImage, PullError> {
+        self.pull_observed(reference, credentials, sink, None).await
+    }
+
+    /// [`Puller::pull`], reporting per-layer progress to `progress`: the
+    /// layer list once the manifest is resolved, then throttled byte counts
+    /// and phase changes. Without an observer nothing extra is done.
+    pub async fn pull_observed(
+        &self,
+        reference: &Reference,
+        credentials: &Credentials,
+        sink: Arc<dyn SnapshotSink>,
+        progress: Option<Observer>,
     ) -> Result<PulledImage, PullError> {
         let rstr = reference.to_string();
         let (sources, doc) = self.resolve(reference, credentials).await?;
@@ -316,6 +336,25 @@ impl Puller {
             .map_err(|e| store_err(format!("config {config_digest}"), e))?;
 
         let chain_ids = chain_ids(&diff_ids);
+        if let Some(obs) = &progress {
+            let mut list = Vec::with_capacity(chain_ids.len());
+            for (layer, chain_id) in image_manifest.layers.iter().zip(&chain_ids) {
+                let present = sink
+                    .has_snapshot(chain_id)
+                    .map_err(|e| store_err(format!("snapshot {chain_id}"), e))?;
+                list.push(LayerStatus {
+                    digest: layer.digest.clone(),
+                    total: u64::try_from(layer.size).unwrap_or(0),
+                    current: 0,
+                    phase: if present {
+                        Phase::Exists
+                    } else {
+                        Phase::Waiting
+                    },
+                });
+            }
+            obs(ProgressEvent::Layers(list));
+        }
         let sources = Arc::new(sources);
         let mut tasks = Vec::new();
         for (i, layer) in image_manifest.layers.iter().enumerate() {
@@ -327,6 +366,7 @@ impl Puller {
                 size: u64::try_from(layer.size).ok().filter(|s| *s > 0),
                 chain_id: chain_ids[i].clone(),
                 parent: i.checked_sub(1).map(|p| chain_ids[p].clone()),
+                progress: progress.clone(),
             };
             tasks.push(self.layer(job, sources.clone(), sink.clone()));
         }
@@ -477,6 +517,10 @@ impl Puller {
             .map_err(|e| store_err(format!("snapshot {}", job.chain_id), e))?
         {
             debug!(layer = %job.digest, chain_id = %job.chain_id, "layer present, not fetched");
+            if let Some(obs) = &job.progress {
+                LayerReporter::new(obs.clone(), &job.digest, job.size.unwrap_or(0))
+                    .update(0, Phase::Exists);
+            }
             return Ok(false);
         }
         let bad_digest = |d: &str| PullError::BadDigest {
@@ -501,7 +545,15 @@ impl Puller {
         let tmp = sink
             .begin_snapshot()
             .map_err(|e| store_err("temporary snapshot".into(), e))?;
-        let reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
+        let stream: BlobStream = match &job.progress {
+            None => Box::pin(stream),
+            Some(obs) => counted(
+                stream,
+                LayerReporter::new(obs.clone(), &job.digest, job.size.unwrap_or(0)),
+                job.size,
+            ),
+        };
+        let reader = SyncIoBridge::new(StreamReader::new(stream));
         let limits = self.opts.unpack_limits;
         let media_type = job.media_type.clone();
         let size = job.size;
@@ -539,8 +591,40 @@ impl Puller {
             return Err(store_err(format!("snapshot {}", job.chain_id), e));
         }
         debug!(layer = %job.digest, chain_id = %job.chain_id, bytes = stats.unpacked_bytes, "layer unpacked");
+        if let Some(obs) = &job.progress {
+            LayerReporter::new(obs.clone(), &job.digest, job.size.unwrap_or(0))
+                .update(stats.compressed_bytes, Phase::Complete);
+        }
         Ok(true)
     }
+}
+
+/// A layer's byte stream as the unpacker reads it.
+type BlobStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Wraps a download so every chunk is counted: DOWNLOADING while bytes
+/// arrive, EXTRACTING once the declared size has arrived (the unpacker
+/// writes the last entries while the stream ends).
+fn counted(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    mut reporter: LayerReporter,
+    size: Option<u64>,
+) -> BlobStream {
+    use futures_util::StreamExt as _;
+    let mut current = 0u64;
+    reporter.update(0, Phase::Downloading);
+    Box::pin(stream.map(move |chunk| {
+        if let Ok(b) = &chunk {
+            current += b.len() as u64;
+            let phase = match size {
+                Some(total) if current >= total => Phase::Extracting,
+                _ => Phase::Downloading,
+            };
+            reporter.update(current, phase);
+        }
+        chunk
+    }))
 }
 
 /// The endpoints content is fetched from: the one that resolved the

@@ -318,6 +318,14 @@ impl RegistryClient {
         &self.endpoint
     }
 
+    /// GETs the endpoint's `/v2/` root with the credentials (what a login
+    /// checks): `Ok` when the registry accepts them (or needs none),
+    /// [`RegistryError::Unauthorized`] when it refuses them.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.endpoint.base_url();
+        self.send(&url, None).await.map(|_| ())
+    }
+
     /// GETs `manifests/<reference>` (tag or digest). When `reference` is a
     /// digest the body must hash to it.
     pub async fn fetch_manifest(&self, reference: &str) -> Result<FetchedDocument, RegistryError> {
