@@ -60,6 +60,11 @@ pub struct TestImage {
     pub cmd: &'static [&'static str],
     /// `StopSignal`.
     pub stop_signal: Option<&'static str>,
+    /// Extra files over the busybox tree: (path, contents), mode 0644
+    /// (parent directories 0755).
+    pub files: &'static [(&'static str, &'static str)],
+    /// `ExposedPorts` (`"80/tcp"`).
+    pub exposed_ports: &'static [&'static str],
 }
 
 impl TestImage {
@@ -75,6 +80,8 @@ pub const BUSYBOX: TestImage = TestImage {
     entrypoint: None,
     cmd: &["sh"],
     stop_signal: None,
+    files: &[],
+    exposed_ports: &[],
 };
 
 /// busybox whose image config says `StopSignal SIGUSR1`.
@@ -83,6 +90,8 @@ pub const BUSYBOX_STOPSIGNAL: TestImage = TestImage {
     entrypoint: None,
     cmd: &["sh"],
     stop_signal: Some("SIGUSR1"),
+    files: &[],
+    exposed_ports: &[],
 };
 
 /// A pause-like sandbox image for containerd: busybox sleeping forever.
@@ -91,10 +100,26 @@ pub const PAUSE: TestImage = TestImage {
     entrypoint: Some(&["/bin/busybox", "sleep", "2147483647"]),
     cmd: &[],
     stop_signal: None,
+    files: &[],
+    exposed_ports: &[],
+};
+
+/// The page [`HTTPD`] serves at `/`.
+pub const HTTPD_INDEX: &str = "<h1>berth httpd test page</h1>\n";
+
+/// A web server for the CLI tutorial: busybox `httpd` serving `/www` on
+/// port 80 in the foreground (not pulled at start-up: the tests pull it).
+pub const HTTPD: TestImage = TestImage {
+    repo_tag: "httpd:1",
+    entrypoint: None,
+    cmd: &["busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+    stop_signal: None,
+    files: &[("www/index.html", HTTPD_INDEX)],
+    exposed_ports: &["80/tcp"],
 };
 
 /// Every image [`publish`] pushes.
-pub const ALL: [TestImage; 3] = [BUSYBOX, BUSYBOX_STOPSIGNAL, PAUSE];
+pub const ALL: [TestImage; 4] = [BUSYBOX, BUSYBOX_STOPSIGNAL, PAUSE, HTTPD];
 
 fn build(image: &TestImage, dir: &Path) -> Result<(), ImageError> {
     let name = image.repo_tag;
@@ -104,7 +129,19 @@ fn build(image: &TestImage, dir: &Path) -> Result<(), ImageError> {
         source: Box::new(source),
     };
     let layout = Layout::create(dir).map_err(ctx)?;
-    let tree = busybox_tree().map_err(|e| ImageError::Fixture(Box::new(e)))?;
+    let mut tree = busybox_tree().map_err(|e| ImageError::Fixture(Box::new(e)))?;
+    for (path, text) in image.files {
+        let mut parent = std::path::Path::new(path).parent();
+        let mut parents = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            parents.push(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+        for p in parents.iter().rev() {
+            tree.dir(p, 0o755);
+        }
+        tree.bytes(path, *text, 0o644);
+    }
     let mut w = layout.layer(LayerCompression::Gzip).map_err(ctx)?;
     tree.write_to(&mut w).map_err(ctx)?;
     let layer = w.finish().map_err(ctx)?;
@@ -114,6 +151,7 @@ fn build(image: &TestImage, dir: &Path) -> Result<(), ImageError> {
         entrypoint: image.entrypoint.map(strings),
         cmd: (!image.cmd.is_empty()).then(|| strings(image.cmd)),
         stop_signal: image.stop_signal.map(str::to_string),
+        exposed_ports: strings(image.exposed_ports),
         ..Default::default()
     };
     let m = layout

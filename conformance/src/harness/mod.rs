@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cleanup;
+pub mod cli;
 pub mod images;
 pub mod net;
 pub mod procs;
@@ -137,25 +138,27 @@ pub struct Binaries {
 /// Finds `berthd` and `berth-shim`: `$BERTH_BIN_DIR`, else the target dir
 /// of the running executable (`target/<profile>/deps/x` → `target/<profile>`).
 pub fn locate_binaries() -> Result<Binaries, HarnessError> {
+    Ok(Binaries {
+        berthd: locate("berthd")?,
+        shim: locate("berth-shim")?,
+    })
+}
+
+/// Finds one built binary of the workspace where [`locate_binaries`] looks.
+pub fn locate(bin: &'static str) -> Result<PathBuf, HarnessError> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os(BIN_DIR_ENV) {
         dirs.push(PathBuf::from(d));
     } else if let Ok(exe) = std::env::current_exe() {
         dirs.extend(exe.ancestors().skip(1).take(2).map(Path::to_path_buf));
     }
-    let find = |bin: &'static str| {
-        dirs.iter()
-            .map(|d| d.join(bin))
-            .find(|p| p.is_file())
-            .ok_or_else(|| HarnessError::MissingBinary {
-                bin,
-                searched: dirs.clone(),
-            })
-    };
-    Ok(Binaries {
-        berthd: find("berthd")?,
-        shim: find("berth-shim")?,
-    })
+    dirs.iter()
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .ok_or_else(|| HarnessError::MissingBinary {
+            bin,
+            searched: dirs.clone(),
+        })
 }
 
 /// A short random hex string from /dev/urandom (pid and time as fallback).
@@ -437,6 +440,11 @@ impl Berth {
     /// The reference of a test image as berthd pulls it.
     pub fn image(&self, image: TestImage) -> String {
         image.reference()
+    }
+
+    /// The loopback registry's `127.0.0.1:PORT` (plain HTTP), for pushes.
+    pub fn registry_host(&self) -> &str {
+        &self.registry_host
     }
 
     /// The busybox reference.
