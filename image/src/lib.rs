@@ -1,4 +1,5 @@
 //! OCI image handling shared by berthd and the CLI: references, registry hosts, pull and push, safe layer unpacking
+pub mod archive;
 pub mod diff;
 pub mod digest;
 pub mod hosts;

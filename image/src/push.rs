@@ -15,10 +15,13 @@ use oci_client::{Client, Reference};
 use tokio::io::AsyncReadExt;
 
 use crate::digest::Digest;
+use crate::hosts::{Endpoint, Scheme};
 use crate::layout::{Descriptor, Index, Layout, LayoutError, Manifest, DOCKER_LIST, OCI_INDEX};
+use crate::progress::{LayerReporter, LayerStatus, Observer, Phase, ProgressEvent};
 
-/// Size of each upload chunk read from a blob file.
-const CHUNK: usize = 8 << 20;
+/// Size of each upload chunk read from a blob file (small enough for
+/// progress to move smoothly, large enough not to cost throughput).
+const CHUNK: usize = 1 << 20;
 
 /// Errors pushing a layout.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,22 @@ pub async fn push_layout(
     target: &Reference,
     auth: &RegistryAuth,
 ) -> Result<Digest, PushError> {
+    push_layout_observed(client, layout_dir, tag_in_layout, target, auth, None)
+        .await
+        .map(|(d, _)| d)
+}
+
+/// [`push_layout`] reporting progress: the list of layers of each image
+/// manifest, then per blob EXISTS (the registry has it) or UPLOADING byte
+/// counts and COMPLETE. Returns the top-level digest and its size.
+pub async fn push_layout_observed(
+    client: &Client,
+    layout_dir: &Path,
+    tag_in_layout: &str,
+    target: &Reference,
+    auth: &RegistryAuth,
+    progress: Option<Observer>,
+) -> Result<(Digest, u64), PushError> {
     let layout = Layout::open(layout_dir)?;
     let top = layout.resolve(tag_in_layout)?;
     client
@@ -76,14 +95,30 @@ pub async fn push_layout(
                 target.repository().to_string(),
                 child.digest.to_string(),
             );
-            push_manifest_tree(client, &layout, child, &by_digest).await?;
+            push_manifest_tree(client, &layout, child, &by_digest, progress.as_ref()).await?;
         }
         push_manifest_bytes(client, &layout, &top, target).await?;
     } else {
-        push_manifest_tree(client, &layout, &top, target).await?;
+        push_manifest_tree(client, &layout, &top, target, progress.as_ref()).await?;
     }
     tracing::info!(target = %target, digest = %top.digest, "pushed image");
-    Ok(top.digest)
+    Ok((top.digest, top.size))
+}
+
+/// An oci-client for pushing to `endpoint`: plain HTTP when the endpoint
+/// says so, its `skip_verify` honoured.
+pub fn client_for_endpoint(endpoint: &Endpoint) -> Client {
+    let protocol = match endpoint.scheme {
+        Scheme::Http => {
+            oci_client::client::ClientProtocol::HttpsExcept(vec![endpoint.authority.clone()])
+        }
+        Scheme::Https => oci_client::client::ClientProtocol::Https,
+    };
+    Client::new(oci_client::client::ClientConfig {
+        protocol,
+        accept_invalid_certificates: endpoint.skip_verify,
+        ..Default::default()
+    })
 }
 
 /// Pushes one image manifest's blobs, then the manifest itself to `target`.
@@ -92,11 +127,28 @@ async fn push_manifest_tree(
     layout: &Layout,
     desc: &Descriptor,
     target: &Reference,
+    progress: Option<&Observer>,
 ) -> Result<(), PushError> {
     let manifest: Manifest = layout.read_json(&desc.digest)?;
-    push_blob(client, layout, &manifest.config, target).await?;
+    if let Some(obs) = progress {
+        obs(ProgressEvent::Layers(
+            manifest
+                .layers
+                .iter()
+                .map(|l| LayerStatus {
+                    digest: l.digest.to_string(),
+                    total: l.size,
+                    current: 0,
+                    phase: Phase::Waiting,
+                })
+                .collect(),
+        ));
+    }
+    push_blob_observed(client, layout, &manifest.config, target, None).await?;
     for layer in &manifest.layers {
-        push_blob(client, layout, layer, target).await?;
+        let reporter =
+            progress.map(|o| LayerReporter::new(o.clone(), &layer.digest.to_string(), layer.size));
+        push_blob_observed(client, layout, layer, target, reporter).await?;
     }
     push_manifest_bytes(client, layout, desc, target).await
 }
@@ -132,6 +184,17 @@ pub async fn push_blob(
     desc: &Descriptor,
     target: &Reference,
 ) -> Result<(), PushError> {
+    push_blob_observed(client, layout, desc, target, None).await
+}
+
+/// [`push_blob`], reporting EXISTS, or UPLOADING bytes then COMPLETE.
+pub async fn push_blob_observed(
+    client: &Client,
+    layout: &Layout,
+    desc: &Descriptor,
+    target: &Reference,
+    mut reporter: Option<LayerReporter>,
+) -> Result<(), PushError> {
     let digest = desc.digest.to_string();
     let reg_err = |op, source| PushError::Registry {
         op,
@@ -145,6 +208,9 @@ pub async fn push_blob(
         .map_err(|e| reg_err("checking blob", e))?
     {
         tracing::debug!(%digest, "blob already present");
+        if let Some(r) = reporter.as_mut() {
+            r.update(0, Phase::Exists);
+        }
         return Ok(());
     }
     let path = layout.blob_path(&desc.digest);
@@ -154,6 +220,11 @@ pub async fn push_blob(
             path: path.clone(),
             source,
         })?;
+    if let Some(r) = reporter.as_mut() {
+        r.update(0, Phase::Uploading);
+    }
+    let counter = std::sync::Arc::new(std::sync::Mutex::new((0u64, reporter)));
+    let in_stream = counter.clone();
     let chunks = stream::try_unfold(file, |mut file| async move {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -170,9 +241,28 @@ pub async fn push_blob(
         buf.truncate(filled);
         Ok::<_, OciDistributionError>(Some((bytes::Bytes::from(buf), file)))
     });
+    let chunks = futures_util::StreamExt::inspect(chunks, move |chunk| {
+        if let Ok(b) = chunk {
+            let mut c = in_stream
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.0 += b.len() as u64;
+            let sent = c.0;
+            if let Some(r) = c.1.as_mut() {
+                r.update(sent, Phase::Uploading);
+            }
+        }
+    });
     client
         .push_blob_stream(target, chunks, &digest, Some(desc.size))
         .await
         .map_err(|e| reg_err("uploading blob", e))?;
+    let mut c = counter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let sent = c.0;
+    if let Some(r) = c.1.as_mut() {
+        r.update(sent, Phase::Complete);
+    }
     Ok(())
 }
