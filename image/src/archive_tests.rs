@@ -24,7 +24,11 @@ fn oci_archive_round_trips() {
         .unwrap();
     let layer = w.finish().unwrap();
     let manifest = layout
-        .write_image(&[layer.clone()], &ImageSpec::default(), Format::Oci)
+        .write_image(
+            std::slice::from_ref(&layer),
+            &ImageSpec::default(),
+            Format::Oci,
+        )
         .unwrap();
     let mut entry = manifest.clone();
     entry.annotations = name_annotations("docker.io/library/app:v1", Some("v1"));

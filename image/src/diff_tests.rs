@@ -16,7 +16,9 @@ fn set_opaque(path: &Path) {
 }
 
 /// Entry name -> (type, size, link target) of a tar.
-fn entries(tar_bytes: &[u8]) -> BTreeMap<Vec<u8>, (tar::EntryType, u64, Option<Vec<u8>>, Vec<u8>)> {
+type Entries = BTreeMap<Vec<u8>, (tar::EntryType, u64, Option<Vec<u8>>, Vec<u8>)>;
+
+fn entries(tar_bytes: &[u8]) -> Entries {
     let mut a = tar::Archive::new(tar_bytes);
     let mut out = BTreeMap::new();
     for e in a.entries().unwrap() {
@@ -79,12 +81,12 @@ fn upper_dir_becomes_an_oci_layer_with_whiteouts() {
         "followed a symlink"
     );
     assert_eq!(e[&b"etc/.wh.deleted".to_vec()].1, 0);
-    assert!(!e.contains_key(&b"etc/deleted".to_vec()));
-    assert!(e.contains_key(&b"opaque/.wh..wh..opq".to_vec()));
-    assert!(e.contains_key(&b"line\nbreak".to_vec()));
-    assert!(e.contains_key(&b"bad\xffutf8".to_vec()));
-    assert!(e.contains_key(&"l".repeat(200).into_bytes()));
-    assert!(!e.contains_key(&b".wh.sneaky".to_vec()));
+    assert!(!e.contains_key(b"etc/deleted".as_slice()));
+    assert!(e.contains_key(b"opaque/.wh..wh..opq".as_slice()));
+    assert!(e.contains_key(b"line\nbreak".as_slice()));
+    assert!(e.contains_key(b"bad\xffutf8".as_slice()));
+    assert!(e.contains_key("l".repeat(200).as_bytes()));
+    assert!(!e.contains_key(b".wh.sneaky".as_slice()));
     assert_eq!(e[&b"fifo".to_vec()].0, tar::EntryType::Fifo);
     // Deterministic: the same tree gives the same bytes.
     let (again, _) = write_layer_tar(&upper, Vec::new()).unwrap();
