@@ -272,6 +272,19 @@ async fn pod_stats_cover_the_pod_and_its_containers() {
     assert!(cpu > 0, "pod cpu usage is 0");
     let mem = linux.memory.unwrap().working_set_bytes.unwrap().value;
     assert!(mem > 0, "pod working set is 0");
+    // The pod's own namespace: its CNI interface, never the host's.
+    let net = linux.network.expect("pod network usage");
+    let eth0 = net.default_interface.expect("default interface");
+    assert_eq!(eth0.name, "eth0");
+    assert!(
+        eth0.rx_bytes.is_some() && eth0.tx_bytes.is_some(),
+        "{eth0:?}"
+    );
+    assert!(
+        net.interfaces.iter().all(|i| i.name != "lo"),
+        "{:?}",
+        net.interfaces
+    );
     assert!(
         linux
             .containers

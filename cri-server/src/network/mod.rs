@@ -8,6 +8,7 @@
 //! the pinned namespace the plugins are pointed at.
 
 pub mod conflist;
+pub mod netdev;
 pub mod netns;
 pub mod plugin;
 pub mod result;

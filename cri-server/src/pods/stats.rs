@@ -8,6 +8,7 @@ use tracing::debug;
 use super::convert::container_stats_matches;
 use super::{now_nanos, Container, ContainerState, Pod, PodError, PodManager};
 use crate::images::dir_usage;
+use crate::network::{netdev, PodNetns, POD_IFNAME};
 
 fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
@@ -179,11 +180,49 @@ impl PodManager {
                     page_faults: u64v(pf),
                     major_page_faults: u64v(mpf),
                 }),
-                network: None,
+                network: self.network_usage(pod, ts).await,
                 process: None,
                 containers,
             }),
             windows: None,
+        })
+    }
+
+    /// Counters of the pod's own network namespace (none on the host's).
+    async fn network_usage(&self, pod: &Pod, ts: i64) -> Option<cri::NetworkUsage> {
+        if super::sandbox::host_network(&pod.config) {
+            return None;
+        }
+        let ns = PodNetns::at(&self.cfg.netns_dir(), &pod.id).ok()?;
+        if !ns.exists() {
+            return None;
+        }
+        let path = ns.path().to_path_buf();
+        let read = tokio::task::spawn_blocking(move || netdev::read_in(&path)).await;
+        let counters = match read {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                debug!(pod_id = %pod.id, error = %crate::error::chain(&e), "no network stats");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let iface = |c: &netdev::InterfaceCounters| cri::NetworkInterfaceUsage {
+            name: c.name.clone(),
+            rx_bytes: u64v(c.rx_bytes),
+            rx_errors: u64v(c.rx_errors),
+            tx_bytes: u64v(c.tx_bytes),
+            tx_errors: u64v(c.tx_errors),
+        };
+        let default = counters.iter().find(|c| c.name == POD_IFNAME).map(iface);
+        Some(cri::NetworkUsage {
+            timestamp: ts,
+            default_interface: default,
+            interfaces: counters
+                .iter()
+                .filter(|c| c.name != "lo" && c.name != POD_IFNAME)
+                .map(iface)
+                .collect(),
         })
     }
 
