@@ -7,6 +7,7 @@
 //! and [`images::ImageManager`] / [`pods::PodManager`], which know nothing
 //! of tonic.
 
+pub mod api;
 pub mod config;
 pub mod container_spec;
 pub mod error;

@@ -165,6 +165,10 @@ impl Daemon {
             .add_service(ImageServiceServer::new(CriImageService::new(
                 self.images.clone(),
             )))
+            .add_service(crate::api::images::server(&self.pods, &self.images))
+            .add_service(crate::api::containers::server(&self.pods, &self.images))
+            .add_service(crate::api::volumes::server(&self.pods, &self.images))
+            .add_service(crate::api::system::server(&self.pods, &self.images))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         let _ = stop_streaming.send(());

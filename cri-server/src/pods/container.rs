@@ -130,6 +130,37 @@ fn restrict_to_host_capabilities(spec: &mut serde_json::Value) {
     }
 }
 
+/// The overlay mount options of a container's rootfs.
+pub(crate) fn overlay_options(
+    lowerdir: &str,
+    upper: &Path,
+    work: &Path,
+    volatile: bool,
+    userns: Option<&crate::container_spec::PodUserNamespace>,
+) -> Vec<String> {
+    let mut options = vec![
+        format!("lowerdir={lowerdir}"),
+        format!("upperdir={}", upper.display()),
+        format!("workdir={}", work.display()),
+    ];
+    // Durability trade-off: without `volatile` overlayfs syncs the whole
+    // upper file system (the node's root disk) on a syncfs in the container
+    // and when the rootfs is unmounted, which made RemoveContainer wait for
+    // unrelated dirty data (up to hundreds of ms on a busy disk); `volatile`
+    // also turns the container's fsyncs of rootfs files into no-ops. A CRI
+    // writable layer is disposable: it is mounted once, never remounted, and
+    // after a node crash the kubelet makes new containers with fresh layers.
+    // Volumes and logs are not on it and keep their syncs. berth's Docker
+    // containers are the exception: they are started again in place (the
+    // layer is remounted, which `volatile` refuses) and users expect their
+    // files to survive a crash.
+    if volatile {
+        options.push("volatile".to_string());
+    }
+    options.extend(userns.iter().flat_map(|u| u.rootfs_mount_options()));
+    options
+}
+
 fn mkdirs(dirs: &[&Path]) -> Result<(), PodError> {
     for d in dirs {
         std::fs::create_dir_all(d).map_err(PodError::io("creating", d))?;
@@ -312,7 +343,8 @@ impl PodManager {
         let image_config: Option<oci_spec::image::ImageConfiguration> =
             serde_json::from_str(&image.config).ok();
         let image_cfg = image_config.as_ref().and_then(|i| i.config().clone());
-        c.rec.stop_signal = image_cfg.as_ref().and_then(|i| i.stop_signal().clone());
+        c.rec.stop_signal = super::berth::stop_signal(&c.config)
+            .or_else(|| image_cfg.as_ref().and_then(|i| i.stop_signal().clone()));
         let users = UserDb::parse(
             &read_image_file(&layers, "etc/passwd").unwrap_or_default(),
             &read_image_file(&layers, "etc/group").unwrap_or_default(),
@@ -353,6 +385,7 @@ impl PodManager {
             source,
         })?;
         restrict_to_host_capabilities(&mut spec);
+        super::berth::apply_to_spec(&c.config, &mut spec);
         c.rec.process = spec
             .get("process")
             .cloned()
@@ -398,28 +431,13 @@ impl PodManager {
         shim.create(&CreateTask {
             id: c.id.clone(),
             bundle,
-            overlay: Some(
-                vec![
-                    format!("lowerdir={lowerdir}"),
-                    format!("upperdir={}", upper.display()),
-                    format!("workdir={}", work.display()),
-                    // Durability trade-off: without `volatile` overlayfs syncs
-                    // the whole upper file system (the node's root disk) on a
-                    // syncfs in the container and when the rootfs is unmounted,
-                    // which made RemoveContainer wait for unrelated dirty data
-                    // (up to hundreds of ms on a busy disk); `volatile` also
-                    // turns the container's fsyncs of rootfs files into no-ops.
-                    // The writable layer is disposable: it is mounted once, never
-                    // remounted, and after a node crash the kubelet makes new
-                    // containers with fresh layers, so nothing on it must
-                    // survive one.
-                    // Volumes and logs are not on it and keep their syncs.
-                    "volatile".to_string(),
-                ]
-                .into_iter()
-                .chain(userns.iter().flat_map(|u| u.rootfs_mount_options()))
-                .collect(),
-            ),
+            overlay: Some(overlay_options(
+                &lowerdir,
+                &upper,
+                &work,
+                !super::berth::is_managed(&c.config),
+                userns.as_ref(),
+            )),
             terminal: c.config.tty,
             stdin,
             stdout: out.clone(),
@@ -537,6 +555,14 @@ impl PodManager {
         };
         if c.rec.state != ContainerState::Running {
             return;
+        }
+        // An exit from before the current start belongs to an earlier run
+        // of a container started again in place (berth.v1): its waiter may
+        // only get the lock once the new run has started.
+        if let Ok(exit) = &result {
+            if exit.exited_at > 0 && exit.exited_at < c.rec.started_at {
+                return;
+            }
         }
         self.apply_exit(&mut c, result.as_ref().ok().copied(), result.as_ref().err());
         if let Err(e) = self.save_container(&c).await {

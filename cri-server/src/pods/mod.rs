@@ -9,6 +9,7 @@
 //! operations take the container's lock. No global lock is held across CNI,
 //! shim start or process start.
 
+pub mod berth;
 pub mod container;
 pub mod convert;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod layers;
 pub mod locks;
 pub mod reconcile;
 pub mod records;
+pub mod restart;
 pub mod sandbox;
 pub mod shim;
 pub mod stats;

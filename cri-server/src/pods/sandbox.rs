@@ -173,10 +173,16 @@ impl PodManager {
             let netns =
                 tokio::task::spawn_blocking(move || PodNetns::create(&ns_dir, &id)).await??;
             pod.rec.netns = Some(netns.path().to_path_buf());
-            pod.rec.network_down = false;
-            // Saved before ADD so a crash in between leaves a record to undo.
-            self.save_pod(pod).await?;
-            network_req = Some(network_request(pod, netns.path()));
+            if super::berth::wants_cni(&pod.config) {
+                pod.rec.network_down = false;
+                // Saved before ADD so a crash in between leaves a record to undo.
+                self.save_pod(pod).await?;
+                network_req = Some(network_request(pod, netns.path()));
+            } else {
+                // `--network none`: a namespace of its own with only lo; no
+                // ADD, so no DEL either (network_down stays true).
+                self.save_pod(pod).await?;
+            }
         }
         // CNI ADD and the shim's start are independent (the sandbox joins
         // the netns by path; only the pod files need the IPs): run them side

@@ -16,6 +16,7 @@
 //! by [`Store::open`].
 
 mod content;
+mod docker;
 mod images;
 mod objects;
 mod snapshots;
@@ -26,7 +27,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 use tracing::info;
 
-pub use images::{ImageRecord, RemoveOutcome};
+pub use docker::{DockerRow, VolumeRow};
+pub use images::{ImageRecord, NewImage, RemoveOutcome};
 pub use objects::{ObjectKind, ObjectRow};
 
 /// Errors of the store.
@@ -154,6 +156,8 @@ impl Store {
             .map_err(db_err("create schema"))?;
         conn.execute_batch(objects::OBJECT_SCHEMA)
             .map_err(db_err("create pod and container schema"))?;
+        conn.execute_batch(docker::DOCKER_SCHEMA)
+            .map_err(db_err("create docker container and volume schema"))?;
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(conn),

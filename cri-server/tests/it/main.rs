@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod berth_containers;
 mod crash;
 mod fixtures;
 mod images;
