@@ -9,9 +9,11 @@
 //!   `BERTH_BIN_DIR` points elsewhere, `BERTH_TEST_KEEP=1` keeps logs,
 //!   `BERTH_TEST_LOG_LEVEL` sets berthd's log filter).
 //! - [`pod_bench`] / `bench-pods`: pod lifecycle latency and idle-pod memory
-//!   against containerd 1.6 + runc; [`pull_bench`] / `bench-pull`: cold pulls.
+//!   against containerd 1.6 + runc; [`pull_bench`] / `bench-pull`: cold pulls;
+//!   [`cli_bench`] / `bench-cli`: `berth run --rm` against podman and crictl.
 
 pub mod bench_cli;
+pub mod cli_bench;
 pub mod client;
 pub mod harness;
 pub mod interrupt;
