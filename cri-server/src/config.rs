@@ -81,6 +81,9 @@ pub struct StreamingConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// Seconds a streaming connection may stay without traffic before it is
+    /// closed (the kubelet's default, 4 hours); 0 never.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for StreamingConfig {
@@ -89,6 +92,7 @@ impl Default for StreamingConfig {
             address: "127.0.0.1:0".to_string(),
             tls_cert_file: None,
             tls_key_file: None,
+            idle_timeout_secs: 4 * 3600,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! tests share one implementation of the wire formats.
 
 pub mod client;
+pub mod idle;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use berth_streaming::idle::IdleTimeout;
 use berth_streaming::portforward as pf;
 use berth_streaming::remotecommand::{self as rc, StreamOptions};
 use berth_streaming::{spdy, websocket};
@@ -20,6 +21,12 @@ use super::requests::StreamRequest;
 use super::{StreamingService, STREAM_CREATION_TIMEOUT};
 
 type Body = Full<Bytes>;
+/// The upgraded connection, closed when idle.
+type UpgradedIo = IdleTimeout<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Stands for "never" (about 30 years: far enough for any session, near
+/// enough for tokio's timer).
+const NO_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86400);
 
 /// How long a client may take for the TLS handshake and for the request
 /// headers (the upgraded session has its own stream-creation timeout).
@@ -159,7 +166,11 @@ fn route(service: Arc<StreamingService>, mut req: Request<Incoming>) -> Response
     };
     tokio::spawn(async move {
         let io = match on_upgrade.await {
-            Ok(u) => TokioIo::new(u),
+            // No timeout configured: a deadline no session reaches.
+            Ok(u) => IdleTimeout::new(
+                TokioIo::new(u),
+                service.idle_timeout.unwrap_or(NO_IDLE_TIMEOUT),
+            ),
             Err(err) => {
                 debug!(%err, "the client never completed the upgrade");
                 return;
@@ -287,7 +298,7 @@ async fn run(
     service: Arc<StreamingService>,
     sreq: StreamRequest,
     session: Session,
-    io: TokioIo<hyper::upgrade::Upgraded>,
+    io: UpgradedIo,
 ) {
     let pods = service.pods.clone();
     match session {

@@ -106,6 +106,8 @@ pub struct StreamingService {
     pods: Arc<PodManager>,
     cache: tokens::RequestCache,
     base_url: String,
+    /// Connections without traffic for this long are closed.
+    idle_timeout: Option<std::time::Duration>,
 }
 
 impl StreamingService {
@@ -165,6 +167,8 @@ impl StreamingServer {
             pods,
             cache: tokens::RequestCache::new(TOKEN_TTL, MAX_IN_FLIGHT),
             base_url,
+            idle_timeout: (config.idle_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.idle_timeout_secs)),
         });
         Ok(StreamingServer {
             service,

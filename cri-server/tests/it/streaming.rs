@@ -607,3 +607,77 @@ async fn streaming_server_serves_tls_when_configured() {
         berth_cri_server::error::chain(&err)
     );
 }
+
+/// A session without traffic is closed after `[streaming] idle_timeout_secs`
+/// and its exec process goes with it; one with traffic stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_are_closed_and_their_exec_killed() {
+    let mut env = PodEnv::new().await;
+    env.kill9();
+    let config = env.dirs.tmp.path().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[streaming]\nidle_timeout_secs = 2\n");
+    std::fs::write(&config, text).unwrap();
+    env.start();
+    let mut rt = env.rt().await;
+    let pod = env.pod_config("idle");
+    let pod_id = run_pod(&mut rt, &pod).await.unwrap();
+    let sh = start_container(
+        &mut rt,
+        &pod_id,
+        env.container_config("sh", &["sleep", "100000"]),
+        &pod,
+    )
+    .await
+    .unwrap();
+
+    // Busy: a command that prints every 500 ms outlives the timeout.
+    let url = exec_url(
+        &mut rt,
+        &sh,
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
+        ],
+        false,
+        false,
+    )
+    .await;
+    let o = spdy_session(&url, "v4.channel.k8s.io", None, true, None).await;
+    assert_eq!(o.stdout, b"1\n2\n3\n4\n5\n6\n7\n8\n", "{o:?}");
+    assert_eq!(o.exit_code(), 0);
+
+    // Idle: closed after about 2 s, the process killed.
+    let url = exec_url(&mut rt, &sh, &["sleep", "4343"], false, false).await;
+    let started = Instant::now();
+    let (session, _incoming) = spdy_connect(&url, "v4.channel.k8s.io").await;
+    let error = open(&session, "error").await;
+    let _o = open(&session, "stdout").await;
+    let _s = open(&session, "stderr").await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), read_all(error)).await;
+    assert!(ended.is_ok(), "the idle session was never closed");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed too early"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pids_with("sleep 4343").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle session's process still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(session);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}
