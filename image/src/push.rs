@@ -56,6 +56,25 @@ pub enum PushError {
     MediaType(String),
 }
 
+impl PushError {
+    /// True when the registry refused the credentials (HTTP 401/403).
+    pub fn is_unauthorized(&self) -> bool {
+        match self {
+            PushError::Registry { source, .. } => {
+                matches!(
+                    source,
+                    OciDistributionError::AuthenticationFailure(_)
+                        | OciDistributionError::UnauthorizedError { .. }
+                ) || {
+                    let text = source.to_string().to_ascii_lowercase();
+                    text.contains("401") || text.contains("403") || text.contains("unauthorized")
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Pushes the image tagged `tag_in_layout` in the layout at `layout_dir` to
 /// `target` (its tag names the pushed tag) and returns the digest of the
 /// top-level manifest or index, which is byte-identical to the layout's.
@@ -103,6 +122,37 @@ pub async fn push_layout_observed(
     }
     tracing::info!(target = %target, digest = %top.digest, "pushed image");
     Ok((top.digest, top.size))
+}
+
+/// Pushes the image tagged `tag_in_layout` in the layout at `layout_dir`
+/// to `repository:tag` on `endpoint`, with berth's credentials and
+/// progress; returns the pushed manifest's digest and size.
+pub async fn push_to_endpoint(
+    endpoint: &Endpoint,
+    layout_dir: &Path,
+    tag_in_layout: &str,
+    repository: &str,
+    tag: &str,
+    credentials: &crate::registry::Credentials,
+    progress: Option<Observer>,
+) -> Result<(Digest, u64), PushError> {
+    use crate::registry::Credentials;
+    let auth = match credentials {
+        Credentials::Anonymous => RegistryAuth::Anonymous,
+        Credentials::Basic { username, password } => {
+            RegistryAuth::Basic(username.clone(), password.clone())
+        }
+        Credentials::IdentityToken { token } | Credentials::RegistryToken { token } => {
+            RegistryAuth::Bearer(token.clone())
+        }
+    };
+    let target = Reference::with_tag(
+        endpoint.authority.clone(),
+        repository.to_string(),
+        tag.to_string(),
+    );
+    let client = client_for_endpoint(endpoint);
+    push_layout_observed(&client, layout_dir, tag_in_layout, &target, &auth, progress).await
 }
 
 /// An oci-client for pushing to `endpoint`: plain HTTP when the endpoint

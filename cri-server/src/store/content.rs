@@ -50,6 +50,53 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the file `src` (digest verified by the caller) under
+    /// `digest` as a hard link, or a copy across file systems; a no-op when
+    /// already stored. `src` stays for the caller to remove.
+    pub fn import_content_file(
+        &self,
+        digest: &str,
+        src: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let path = self.content_path(digest)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let f = std::fs::File::open(src).map_err(io_err("opening", src))?;
+        f.sync_all().map_err(io_err("syncing", src))?;
+        if std::fs::hard_link(src, &path).is_err() {
+            let dir = self.content_dir();
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&dir)
+                .map_err(io_err("creating temporary file in", &dir))?;
+            std::fs::copy(src, tmp.path()).map_err(io_err("copying", src))?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(io_err("syncing", tmp.path()))?;
+            tmp.persist(&path).map_err(|e| StoreError::Io {
+                op: "renaming into",
+                path: path.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The file of stored content `digest`, if present (large blobs are
+    /// streamed from it rather than read into memory).
+    pub fn content_file(&self, digest: &str) -> Option<PathBuf> {
+        self.content_path(digest).ok().filter(|p| p.exists())
+    }
+
+    /// A directory for temporary files on the store's file system (so they
+    /// can be renamed into the content store).
+    pub fn tmp_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("tmp");
+        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        Ok(dir)
+    }
+
     /// Reads a stored content file.
     pub fn read_content(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.content_path(digest)?;

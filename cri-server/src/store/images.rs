@@ -25,6 +25,29 @@ pub struct ImageRecord {
     pub chain_ids: Vec<String>,
 }
 
+/// An image made by berthd itself (load, commit), ready to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewImage {
+    /// `sha256:` config digest.
+    pub id: String,
+    /// Digest of its manifest (in the content store).
+    pub manifest_digest: String,
+    /// Compressed size of layers plus config.
+    pub size: u64,
+    /// `USER` of the config, if any.
+    pub user: Option<String>,
+    /// The config JSON.
+    pub config: String,
+    /// Chain ids of the layers, base first (their snapshots exist).
+    pub chain_ids: Vec<String>,
+    /// Content digests the image keeps alive (manifest, config, layer blobs).
+    pub content: Vec<String>,
+    /// Normalised `name:tag` references.
+    pub repo_tags: Vec<String>,
+    /// Normalised `name@digest` references.
+    pub repo_digests: Vec<String>,
+}
+
 /// What a removal did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveOutcome {
@@ -98,6 +121,73 @@ impl Store {
         // A tag moved away may leave an image with no reference at all; it
         // stays (like containerd) and is listed by id until removed.
         tx.commit().map_err(db_err("commit image"))
+    }
+
+    /// Records an image berthd made itself (load, commit): one transaction
+    /// like [`Store::commit_image`]; each tag in `repo_tags` moves to it.
+    pub fn record_image(&self, img: &NewImage) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("begin image record"))?;
+        tx.execute(
+            "INSERT INTO images (id, manifest_digest, size, user, config, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT(id) DO UPDATE SET manifest_digest = ?2, size = ?3, user = ?4, config = ?5",
+            params![
+                img.id,
+                img.manifest_digest,
+                i64::try_from(img.size).unwrap_or(i64::MAX),
+                img.user,
+                img.config,
+                now_secs()
+            ],
+        )
+        .map_err(db_err("insert image"))?;
+        tx.execute(
+            "DELETE FROM image_layers WHERE image_id = ?1",
+            params![img.id],
+        )
+        .map_err(db_err("replace image layers"))?;
+        for (i, chain_id) in img.chain_ids.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO image_layers (image_id, idx, chain_id) VALUES (?1, ?2, ?3)",
+                params![img.id, i64::try_from(i).unwrap_or(i64::MAX), chain_id],
+            )
+            .map_err(db_err("insert image layer"))?;
+        }
+        for digest in &img.content {
+            tx.execute(
+                "INSERT OR IGNORE INTO image_content (image_id, digest) VALUES (?1, ?2)",
+                params![img.id, digest],
+            )
+            .map_err(db_err("insert image content"))?;
+        }
+        for tag in &img.repo_tags {
+            set_ref(&tx, tag, &img.id, "tag")?;
+        }
+        for digest in &img.repo_digests {
+            set_ref(&tx, digest, &img.id, "digest")?;
+        }
+        tx.commit().map_err(db_err("commit image"))
+    }
+
+    /// Points the tag `name` (normalised `domain/path:tag`) at image `id`.
+    pub fn tag_image(&self, id: &str, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("begin tag"))?;
+        set_ref(&tx, name, id, "tag")?;
+        tx.commit().map_err(db_err("commit tag"))
+    }
+
+    /// The manifest digest and creation time (seconds) of image `id`.
+    pub fn image_manifest(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT manifest_digest, created FROM images WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map_err(db_err("read image manifest"))
     }
 
     /// All images.

@@ -32,6 +32,20 @@ impl Store {
         Ok(id.map(|id| self.snapshots_dir().join(id.to_string()).join("fs")))
     }
 
+    /// The unpacked size of the layer of `chain_id`, if committed.
+    pub fn snapshot_size(&self, chain_id: &str) -> Result<Option<u64>, StoreError> {
+        let size: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT size FROM snapshots WHERE chain_id = ?1",
+                params![chain_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("look up snapshot"))?;
+        Ok(size.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
     /// Number of committed snapshots.
     pub fn snapshot_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self

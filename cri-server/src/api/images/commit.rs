@@ -142,6 +142,7 @@ pub async fn commit(
     let _guard = store.pull_guard().await;
     let s = store.clone();
     let cid = container.id.clone();
+    let parent_id = parent.id.clone();
     let (_, parent_manifest) = stored_manifest(&store, &parent)?;
     let image = tokio::task::spawn_blocking(move || {
         let blob =
@@ -201,7 +202,7 @@ pub async fn commit(
         .map_err(|e| ImagesApiError::InvalidArgument(e.to_string()))?;
     let now = rfc3339_now();
     let obj = config.as_object_mut().ok_or_else(|| {
-        ImagesApiError::FailedPrecondition(format!("config of {} is not an object", parent.id))
+        ImagesApiError::FailedPrecondition(format!("config of {parent_id} is not an object"))
     })?;
     obj.insert("created".into(), Value::String(now.clone()));
     if !req.author.is_empty() {
