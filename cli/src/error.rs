@@ -77,34 +77,76 @@ impl CliError {
                 ),
             },
             code => {
-                let message = status.message().to_owned();
+                let message = clean_message(status.message());
                 match invoke_code(&message) {
-                    Some(c) if code == Code::FailedPrecondition => CliError::Invoke {
+                    Some(c) => CliError::Invoke {
                         code: c,
                         message: format!("Error response from daemon: {message}"),
                     },
-                    _ => CliError::Daemon { code, message },
+                    None => CliError::Daemon { code, message },
                 }
             }
         }
     }
 }
 
-/// 127 for "not found" start failures, 126 for "permission denied".
+/// 127 for a command that was not found, 126 for one that could not be
+/// run (the daemon's start or exec failure says which).
 pub fn invoke_code(message: &str) -> Option<i32> {
     let m = message.to_ascii_lowercase();
-    if m.contains("executable file not found") || m.contains("no such file or directory") {
+    let exec = m.contains("exec");
+    if m.contains("executable file not found") || (exec && m.contains("no such file or directory"))
+    {
         Some(127)
-    } else if m.contains("permission denied") {
+    } else if exec && (m.contains("permission denied") || m.contains("eacces")) {
         Some(126)
     } else {
         None
     }
 }
 
+/// A daemon message without an embedded debug dump of a nested gRPC
+/// status (`... rpc status: Status { code: INTERNAL, message: "x", ... }`
+/// becomes `... x`).
+pub fn clean_message(message: &str) -> String {
+    let Some(start) = message.find("Status { code: ") else {
+        return message.to_owned();
+    };
+    let rest = &message[start..];
+    let Some(m) = rest.find("message: \"") else {
+        return message.to_owned();
+    };
+    let body = &rest[m + "message: \"".len()..];
+    let mut inner = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    inner.push(n);
+                }
+            }
+            '"' => break,
+            c => inner.push(c),
+        }
+    }
+    let prefix = message[..start]
+        .trim_end()
+        .trim_end_matches("rpc status:")
+        .trim_end();
+    let prefix = prefix.trim_end_matches(':').trim_end();
+    if prefix.is_empty() {
+        inner
+    } else {
+        format!("{prefix}: {inner}")
+    }
+}
+
+/// A failure of the connection itself (tonic attaches the transport
+/// error as the source); a status the daemon sent has none.
 fn is_transport(status: &tonic::Status) -> bool {
     use std::error::Error;
-    status.code() == Code::Unavailable || status.source().is_some()
+    status.source().is_some()
 }
 
 fn transport_reason(status: &tonic::Status) -> String {
@@ -193,8 +235,33 @@ mod tests {
             None,
         );
         assert!(matches!(e, CliError::Invoke { code: 126, .. }));
+        let e = CliError::from_status(tonic::Status::internal("mount /x: permission denied"), None);
+        assert!(matches!(e, CliError::Daemon { .. }));
+        let e = CliError::from_status(
+            tonic::Status::internal("init: exec /etc/passwd: EACCES: Permission denied"),
+            None,
+        );
+        assert!(matches!(e, CliError::Invoke { code: 126, .. }));
         let e = CliError::from_status(tonic::Status::internal("boom"), None);
         assert!(matches!(e, CliError::Daemon { .. }));
+    }
+
+    #[test]
+    fn nested_status_dumps_are_cleaned() {
+        let m = r#"shim Create 57: rpc status: Status { code: INTERNAL, message: "57: exec: \"nope\": executable file not found in $PATH", details: [] }"#;
+        assert_eq!(
+            clean_message(m),
+            "shim Create 57: 57: exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(clean_message("plain"), "plain");
+        let e = CliError::from_status(tonic::Status::internal(m), None);
+        assert!(matches!(e, CliError::Invoke { code: 127, .. }));
+    }
+
+    #[test]
+    fn a_daemon_sent_unavailable_is_not_a_lost_connection() {
+        let e = CliError::from_status(tonic::Status::unavailable("registry down"), None);
+        assert!(matches!(e, CliError::Daemon { .. }), "{e}");
     }
 
     #[test]

@@ -36,14 +36,10 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// The argv CRI Exec runs: CRI has no env/user/workdir fields, so those
-/// are applied by `env` (and a shell `cd`) inside the container.
-pub fn exec_argv(a: &ExecArgs) -> Result<Vec<String>, CliError> {
-    if a.user.is_some() {
-        return Err(CliError::Usage(
-            "exec --user is not supported: CRI Exec runs as the container's user and berth.v1 has no exec call yet".into(),
-        ));
-    }
+/// The argv CRI Exec runs. CRI Exec has no env, user or working-dir
+/// fields, so those are applied inside the container by tools the image
+/// must have: a shell `cd` (-w), `env` (-e) and busybox `chpst` (-u).
+pub fn exec_argv(a: &ExecArgs) -> Vec<String> {
     let lookup = |k: &str| std::env::var(k).ok();
     let env: Vec<String> = a
         .env
@@ -60,17 +56,20 @@ pub fn exec_argv(a: &ExecArgs) -> Result<Vec<String>, CliError> {
             w.clone(),
         ]);
     }
+    if let Some(u) = &a.user {
+        argv.extend(["chpst".to_owned(), "-u".to_owned(), u.clone()]);
+    }
     if !env.is_empty() {
         argv.push("env".into());
         argv.extend(env);
     }
     argv.extend(a.command.iter().cloned());
-    Ok(argv)
+    argv
 }
 
 /// `berth exec`.
 pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
-    let argv = exec_argv(&a)?;
+    let argv = exec_argv(&a);
     let d = ctx.daemon().await?;
     let id = d
         .containers
@@ -107,7 +106,16 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
             .await
             .no_such("container", &a.container)?
             .url;
-    let status = stdio::session(&url, a.interactive && !detach, a.tty && !detach).await?;
+    let status = stdio::session(&url, a.interactive && !detach, a.tty && !detach)
+        .await
+        .map_err(|e| match (&a.user, e.downcast_ref::<CliError>()) {
+            (Some(_), Some(CliError::Invoke { message, .. })) if message.contains("chpst") => {
+                anyhow::anyhow!(
+                    "exec --user needs busybox `chpst` in the image: berthd's exec (CRI) cannot switch users itself ({message})"
+                )
+            }
+            _ => e,
+        })?;
     if !status.success() {
         return Err(CliError::Exit(status.0).into());
     }
@@ -130,7 +138,7 @@ mod tests {
         let t = T::try_parse_from(["x", "-e", "A=1", "-w", "/tmp", "web", "ls", "-l"]).unwrap();
         assert_eq!(t.a.container, "web");
         assert_eq!(
-            exec_argv(&t.a).unwrap(),
+            exec_argv(&t.a),
             vec![
                 "/bin/sh",
                 "-c",
@@ -144,8 +152,8 @@ mod tests {
         );
         let t = T::try_parse_from(["x", "-it", "web", "sh"]).unwrap();
         assert!(t.a.interactive && t.a.tty);
-        assert_eq!(exec_argv(&t.a).unwrap(), vec!["sh"]);
-        let t = T::try_parse_from(["x", "-u", "1000", "web", "id"]).unwrap();
-        assert!(exec_argv(&t.a).is_err());
+        assert_eq!(exec_argv(&t.a), vec!["sh"]);
+        let t = T::try_parse_from(["x", "-u", "33:33", "web", "id", "-u"]).unwrap();
+        assert_eq!(exec_argv(&t.a), vec!["chpst", "-u", "33:33", "id", "-u"]);
     }
 }

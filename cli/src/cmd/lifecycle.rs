@@ -136,12 +136,13 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
             .pointer("/Config/Tty")
             .and_then(|t| t.as_bool())
             .unwrap_or(false);
+        let since = super::run::now_nanos();
         d.containers
             .clone()
             .start(cref(c))
             .await
             .no_such("container", c)?;
-        let code = super::run::relay(&d, c, a.interactive, tty).await?;
+        let code = super::run::relay(&d, c, a.interactive, tty, since).await?;
         if code != 0 {
             return Err(CliError::Exit(code).into());
         }

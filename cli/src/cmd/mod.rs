@@ -30,7 +30,7 @@ use crate::error::CliError;
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
     /// Daemon socket to connect to.
-    #[arg(short = 'H', long = "host", env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true)]
+    #[arg(short = 'H', long = "host", env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true, overrides_with = "host")]
     pub host: String,
     /// The command.
     #[command(subcommand)]

@@ -89,10 +89,11 @@ async fn remove(d: Daemon, id: String) {
 /// Starts the container and relays its streams until it exits; returns
 /// its exit code.
 async fn foreground(d: &Daemon, id: &str, a: &RunArgs) -> anyhow::Result<i32> {
+    let since = now_nanos();
     start(d, id).await?;
     let proxy =
         (a.sig_proxy && !a.opts.tty).then(|| tokio::spawn(proxy_signals(d.clone(), id.to_owned())));
-    let r = relay(d, id, a.opts.interactive, a.opts.tty).await;
+    let r = relay(d, id, a.opts.interactive, a.opts.tty, since).await;
     if let Some(p) = proxy {
         p.abort();
     }
@@ -100,10 +101,17 @@ async fn foreground(d: &Daemon, id: &str, a: &RunArgs) -> anyhow::Result<i32> {
 }
 
 /// Attach (with -i, for stdin) or follow the log (output only: nothing is
-/// lost between start and attach), then the exit code.
-pub async fn relay(d: &Daemon, id: &str, interactive: bool, tty: bool) -> anyhow::Result<i32> {
+/// lost between start and attach), then the exit code. `since`: when the
+/// container was started (ns), so a restarted one's old output is skipped.
+pub async fn relay(
+    d: &Daemon,
+    id: &str,
+    interactive: bool,
+    tty: bool,
+    since: i64,
+) -> anyhow::Result<i32> {
     if !interactive {
-        return stdio::follow_until_exit(d, id).await;
+        return stdio::follow_until_exit(d, id, since).await;
     }
     let resolved = d
         .containers
@@ -136,6 +144,11 @@ pub async fn relay(d: &Daemon, id: &str, interactive: bool, tty: bool) -> anyhow
         .no_such("container", id)?
         .exit_code;
     Ok(code)
+}
+
+/// Now in ns since the epoch.
+pub fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
 /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the container (docker's

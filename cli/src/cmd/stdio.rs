@@ -101,15 +101,16 @@ pub async fn write_entry(e: &LogEntry, timestamps: bool) -> std::io::Result<()> 
 
 /// Follows the container's log to the terminal until it exits; returns its
 /// exit code. Lines written just before the exit are read again without
-/// following, from the last timestamp seen, so none are lost.
-pub async fn follow_until_exit(d: &Daemon, container: &str) -> anyhow::Result<i32> {
+/// following, from the last timestamp seen, so none are lost. `since`
+/// (ns, 0 all) skips what earlier runs of a restarted container wrote.
+pub async fn follow_until_exit(d: &Daemon, container: &str, since: i64) -> anyhow::Result<i32> {
     let mut c = d.containers.clone();
     let mut logs = c
         .logs(LogsRequest {
             container: container.to_owned(),
             follow: true,
             tail: -1,
-            since: 0,
+            since,
             until: 0,
         })
         .await
@@ -151,7 +152,7 @@ pub async fn follow_until_exit(d: &Daemon, container: &str) -> anyhow::Result<i3
         }
         Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(Duration::from_millis(500), drain)
+    if tokio::time::timeout(Duration::from_secs(2), drain)
         .await
         .is_err()
     {

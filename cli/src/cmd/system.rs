@@ -163,7 +163,7 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<()> {
         "Version": env!("CARGO_PKG_VERSION"),
         "ApiVersion": "v1",
         "Os": std::env::consts::OS,
-        "Arch": std::env::consts::ARCH,
+        "Arch": go_arch(),
     });
     let server = async {
         let d = ctx.daemon().await?;
@@ -191,11 +191,7 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<()> {
         client["Version"].as_str().unwrap_or("")
     );
     println!(" API version:       v1");
-    println!(
-        " OS/Arch:           {}/{}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    );
+    println!(" OS/Arch:           {}/{}", std::env::consts::OS, go_arch());
     let s = server?;
     let g = |k: &str| s[k].as_str().unwrap_or("").to_owned();
     println!();
@@ -213,6 +209,16 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> anyhow::Result<()> {
     );
     println!("  API version:      {}", g("CriApiVersion"));
     Ok(())
+}
+
+/// The architecture as Go (and docker) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
 }
 
 fn reclaim(size: u64, reclaimable: u64) -> String {
