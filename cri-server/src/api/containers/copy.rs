@@ -399,15 +399,16 @@ pub fn extract<R: Read>(
     input: R,
     no_overwrite: bool,
 ) -> Result<(), CopyError> {
-    let (_, st) = stat_in_root(root, dir)?;
-    if kind(&st) != SFlag::S_IFDIR {
-        return Err(CopyError::Conflict(format!(
-            "extraction point {} is not a directory",
-            dir.display()
-        )));
-    }
-    let base = open_in_root(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
-        .map_err(|_| CopyError::NotFound(dir.display().to_string()))?;
+    // The extraction point may be a symlink: it is followed, inside the root.
+    let base = open_in_root(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).map_err(
+        |e| match berth_runtime::rootfs::safe_path::errno_of(&e) {
+            Some(Errno::ENOTDIR) => CopyError::Conflict(format!(
+                "extraction point {} is not a directory",
+                dir.display()
+            )),
+            _ => CopyError::NotFound(dir.display().to_string()),
+        },
+    )?;
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(CopyError::Archive)? {
         let mut entry = entry.map_err(CopyError::Archive)?;
