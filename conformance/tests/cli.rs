@@ -39,7 +39,10 @@ use berth_conformance::harness::{self, Berth};
 
 /// The shared daemon and a CLI aimed at it (with its own HOME).
 pub fn cli() -> (Arc<Berth>, Cli) {
-    let (b, _cri) = common::berth();
+    common::init_tracing();
+    // Not common::berth(): its CRI client needs a tokio runtime and these
+    // tests are plain threads driving processes.
+    let b = harness::shared().unwrap_or_else(|e| panic!("{e}"));
     let c = Cli::for_berth(&b).unwrap_or_else(|e| panic!("{e}"));
     (b, c)
 }

@@ -362,6 +362,15 @@ fn run_network_none_and_host() {
         ["lo"],
         "{out}"
     );
+    // Other tests add and remove veths meanwhile: every interface the
+    // host had both before and after must be in the container's list.
+    let host_ifaces = || -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = host_ifaces();
     let out = ok(
         &c,
         &[
@@ -374,14 +383,12 @@ fn run_network_none_and_host() {
             "/sys/class/net",
         ],
     );
-    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    for ifname in out.stdout.split_whitespace() {
+    let after = host_ifaces();
+    let seen: Vec<&str> = out.stdout.split_whitespace().collect();
+    for ifname in before.iter().filter(|i| after.contains(i)) {
         assert!(
-            host.iter().any(|h| h == ifname),
-            "{ifname} not on the host: {out}"
+            seen.contains(&ifname.as_str()),
+            "host's {ifname} not seen: {out}"
         );
     }
     let out = ok(&c, &["run", "--rm", &img, "ls", "/sys/class/net"]);

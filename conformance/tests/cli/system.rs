@@ -92,7 +92,7 @@ fn completions_are_valid_shell() {
 
 #[test]
 fn no_colour_on_pipes_or_with_no_color() {
-    let (_b, c) = cli();
+    let (b, c) = cli();
     for args in [
         &["ps", "-a"][..],
         &["images"],
@@ -102,9 +102,7 @@ fn no_colour_on_pipes_or_with_no_color() {
         let out = ok(&c, args);
         assert!(!has_escape(&out.stdout), "{out}");
     }
-    let c2 = Cli::for_berth(&crate::common::berth().0)
-        .unwrap()
-        .with_env("NO_COLOR", "1");
+    let c2 = Cli::for_berth(&b).unwrap().with_env("NO_COLOR", "1");
     let out = berth(&c2, &["inspect", &crate::unique("ghost")]);
     assert!(!has_escape(&out.stderr), "{out}");
     // Errors say what went wrong and suggest something.
