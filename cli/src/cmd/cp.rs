@@ -157,8 +157,7 @@ async fn copy_in(
         };
         let meta = meta.map_err(|_| CpError::NoLocal(src.to_owned()))?;
         let kind = dest_kind(d, container, path).await?;
-        let placement = cpath::plan(src, meta.is_dir(), path, kind)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let placement = cpath::plan(src, meta.is_dir(), path, kind)?;
         let root = placement.root_name.clone();
         let real = if a.follow_link {
             std::fs::canonicalize(&local).unwrap_or(local)
@@ -230,12 +229,13 @@ async fn copy_out(
             path: path.to_owned(),
         })
         .await
-        .no_such("container", container)?;
+        // NotFound is the container's or the path's: berthd's words say which.
+        .daemon()?;
     let first = s
         .next()
         .await
         .ok_or_else(|| anyhow::anyhow!("berthd sent nothing for {container}:{path}"))?;
-    let first = first.map_err(|st| CliError::from_status(st, Some(("container", container))))?;
+    let first = first.map_err(|st| CliError::from_status(st, None))?;
     let stat = match first.part {
         Some(copy_from_response::Part::Stat(st)) => st,
         _ => {
@@ -247,18 +247,23 @@ async fn copy_out(
     if dest == "-" {
         let mut out = tokio::io::stdout();
         while let Some(m) = s.next().await {
-            let m = m.map_err(|st| CliError::from_status(st, Some(("container", container))))?;
+            let m = m.map_err(|st| CliError::from_status(st, None))?;
             if let Some(copy_from_response::Part::Data(b)) = m.part {
-                out.write_all(&b).await?;
+                match out.write_all(&b).await {
+                    // The reader went away (`| head`): not an error of ours.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    r => r?,
+                }
             }
         }
-        out.flush().await?;
-        return Ok(());
+        return match out.flush().await {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
     }
     let src_is_dir = stat.mode & libc::S_IFMT == libc::S_IFDIR;
     let kind = cpath::local_kind(Path::new(dest));
-    let placement =
-        cpath::plan(path, src_is_dir, dest, kind).map_err(|e| CliError::Usage(e.to_string()))?;
+    let placement = cpath::plan(path, src_is_dir, dest, kind)?;
     let dir = PathBuf::from(&placement.dir);
     if !dir.is_dir() {
         return Err(CpError::NoDestDir(placement.dir.clone()).into());
@@ -290,7 +295,7 @@ async fn copy_out(
                 }
             }
             Err(st) => {
-                failure = Some(CliError::from_status(st, Some(("container", container))));
+                failure = Some(CliError::from_status(st, None));
                 break;
             }
         }

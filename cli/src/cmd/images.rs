@@ -100,12 +100,15 @@ pub fn familiar(reference: &str) -> String {
 
 /// Rows of `images`: one per tag (or one `<none>` row for an untagged image).
 pub fn image_rows(img: &cri::Image, created: i64, trunc: bool, now: i64) -> Vec<Row> {
-    let digest = img
-        .repo_digests
-        .first()
-        .and_then(|d| d.rsplit_once('@'))
-        .map(|(_, d)| d.to_owned())
-        .unwrap_or_else(|| "<none>".into());
+    // Each repository has its own digest (`repo@sha256:...`).
+    let digest_of = |repo: &str| {
+        img.repo_digests
+            .iter()
+            .filter_map(|d| d.rsplit_once('@'))
+            .find(|(r, _)| familiar(r) == repo)
+            .map(|(_, d)| d.to_owned())
+            .unwrap_or_else(|| "<none>".into())
+    };
     let base = |repo: String, tag: String| {
         let mut r = Row::new();
         r.insert(
@@ -116,9 +119,9 @@ pub fn image_rows(img: &cri::Image, created: i64, trunc: bool, now: i64) -> Vec<
                 img.id.clone()
             },
         );
+        r.insert("Digest".into(), digest_of(&repo));
         r.insert("Repository".into(), repo);
         r.insert("Tag".into(), tag);
-        r.insert("Digest".into(), digest.clone());
         r.insert(
             "CreatedSince".into(),
             if created > 0 {
@@ -455,6 +458,7 @@ mod tests {
             id: "sha256:0123456789abcdef".into(),
             repo_tags: vec!["docker.io/library/busybox:latest".into(), "web:v2".into()],
             repo_digests: vec!["docker.io/library/busybox@sha256:feed".into()],
+            // web:v2 was never pushed or pulled: no digest of its own.
             size: 4_261_234,
             ..Default::default()
         };
@@ -465,6 +469,7 @@ mod tests {
         assert_eq!(rows[0]["ID"], "0123456789ab");
         assert_eq!(rows[0]["Size"], "4.26MB");
         assert_eq!(rows[0]["Digest"], "sha256:feed");
+        assert_eq!(rows[1]["Digest"], "<none>");
         assert_eq!(rows[0]["CreatedSince"], "2 minutes ago");
         let none = image_rows(
             &cri::Image {

@@ -115,7 +115,7 @@ pub fn image_value(img: &cri::Image, spec: &Value) -> Value {
 /// Docker's volume object.
 pub fn volume_value(v: &Volume) -> Value {
     json!({
-        "CreatedAt": chrono::DateTime::from_timestamp(v.created, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        "CreatedAt": chrono::DateTime::from_timestamp(v.created, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default(),
         "Driver": v.driver,
         "Labels": v.labels,
         "Mountpoint": v.mountpoint,

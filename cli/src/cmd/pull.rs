@@ -163,7 +163,7 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<()> {
     if !a.quiet {
         println!(
             "The push refers to repository [{}]",
-            a.image.split(':').next().unwrap_or(&a.image)
+            super::images::split_tag(&a.image).0
         );
     }
     let mut p = Progress::new(

@@ -121,19 +121,31 @@ pub async fn relay(
         })
         .await
         .no_such("container", id)?;
-    let url =
-        d.rt.clone()
-            .attach(cri::AttachRequest {
-                container_id: resolved.container_id,
-                stdin: true,
-                tty,
-                stdout: true,
-                stderr: !tty,
-            })
-            .await
-            .no_such("container", id)?
-            .url;
-    stdio::session(&url, true, tty).await?;
+    let attached = async {
+        let url =
+            d.rt.clone()
+                .attach(cri::AttachRequest {
+                    container_id: resolved.container_id.clone(),
+                    stdin: true,
+                    tty,
+                    stdout: true,
+                    stderr: !tty,
+                })
+                .await
+                .no_such("container", id)?
+                .url;
+        stdio::session(&url, true, tty).await
+    }
+    .await;
+    if let Err(e) = attached {
+        // CRI attaches only to a running container: one that already ran
+        // to its end before the attach still has its output in the log.
+        if !exited_before_attach(&e) {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "the container ended before the attach; reading its log");
+        return stdio::follow_until_exit(d, id, since).await;
+    }
     let code = d
         .containers
         .clone()
@@ -144,6 +156,16 @@ pub async fn relay(
         .no_such("container", id)?
         .exit_code;
     Ok(code)
+}
+
+/// Whether an attach failed because the container had already exited.
+fn exited_before_attach(e: &anyhow::Error) -> bool {
+    let msg = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<CliError>())
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    msg.contains("no output to attach") || msg.contains("not running")
 }
 
 /// Now in ns since the epoch.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use berth_proto::berth::v1::{ContainerSummary, InfoRequest, ListContainersRequest};
+use berth_proto::berth::v1::{ContainerSummary, InfoRequest, ListContainersRequest, TopRequest};
 use berth_proto::cri;
 use clap::Args;
 
@@ -182,6 +182,20 @@ async fn sample(d: &Daemon) -> Result<Sample, CliError> {
     Ok(Sample { cpu, mem, pod })
 }
 
+/// Processes in the container from `top`, when the pod stats lack them.
+async fn count_processes(d: &Daemon, id: &str) -> Option<u64> {
+    let r = d
+        .containers
+        .clone()
+        .top(TopRequest {
+            container: id.to_owned(),
+            ps_args: vec![],
+        })
+        .await
+        .ok()?;
+    Some(r.into_inner().processes.len() as u64)
+}
+
 async fn targets(d: &Daemon, a: &StatsArgs) -> Result<Vec<ContainerSummary>, CliError> {
     if a.containers.is_empty() {
         let r = d
@@ -219,6 +233,12 @@ pub async fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let list = targets(&d, &a).await?;
         let cur = sample(&d).await?;
+        let mut top_pids = HashMap::new();
+        for s in &list {
+            if cur.pod.get(&s.pod_id).and_then(|p| p.2).is_none() && s.state == "running" {
+                top_pids.insert(s.id.clone(), count_processes(&d, &s.id).await);
+            }
+        }
         let rows: Vec<Row> = list
             .iter()
             .map(|s| {
@@ -229,6 +249,7 @@ pub async fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
                 let (mem, avail) = cur.mem.get(&s.id).copied().unwrap_or((0, 0));
                 let limit = if avail > 0 { mem + avail } else { host_mem };
                 let (rx, tx, pids) = cur.pod.get(&s.pod_id).copied().unwrap_or((0, 0, None));
+                let pids = pids.or_else(|| top_pids.get(&s.id).copied().flatten());
                 row(
                     s,
                     &Usage {

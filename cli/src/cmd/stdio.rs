@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use crate::client::Daemon;
-use crate::error::{invoke_code, CliError, DaemonResult};
+use crate::error::{clean_message, invoke_code, CliError, DaemonResult};
 use crate::term;
 
 /// Runs a remote-command session at `url` with the local stdio; with `tty`
@@ -35,15 +35,15 @@ pub async fn session(url: &str, stdin: bool, tty: bool) -> anyhow::Result<ExitSt
     let r = sclient::exec(url, Transport::Spdy, io).await;
     drop(raw);
     r.map_err(|e| match e {
-        ClientError::Remote(msg) => match invoke_code(&msg) {
+        ClientError::Remote(msg) => match invoke_code(&clean_message(&msg)) {
             Some(code) => CliError::Invoke {
                 code,
-                message: format!("Error response from daemon: {msg}"),
+                message: format!("Error response from daemon: {}", clean_message(&msg)),
             }
             .into(),
             None => anyhow::Error::new(CliError::Daemon {
                 code: tonic::Code::Unknown,
-                message: msg,
+                message: clean_message(&msg),
             }),
         },
         other => anyhow::Error::new(other).context("the streaming session failed"),
