@@ -317,6 +317,16 @@ impl System for SystemApi {
     }
 }
 
+/// The System gRPC service of a daemon.
+pub fn server(
+    pods: &Arc<crate::pods::PodManager>,
+    images: &Arc<crate::images::ImageManager>,
+) -> berth_proto::berth::v1::system_server::SystemServer<SystemApi> {
+    berth_proto::berth::v1::system_server::SystemServer::new(SystemApi::new(Engine::shared(
+        pods, images,
+    )))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -336,14 +346,4 @@ mod tests {
         assert_eq!(mem_total("nothing"), None);
         assert!(security_options().contains(&"seccomp".to_string()));
     }
-}
-
-/// The System gRPC service of a daemon.
-pub fn server(
-    pods: &Arc<crate::pods::PodManager>,
-    images: &Arc<crate::images::ImageManager>,
-) -> berth_proto::berth::v1::system_server::SystemServer<SystemApi> {
-    berth_proto::berth::v1::system_server::SystemServer::new(SystemApi::new(Engine::shared(
-        pods, images,
-    )))
 }

@@ -238,6 +238,16 @@ impl Volumes for VolumesApi {
     }
 }
 
+/// The Volumes gRPC service of a daemon.
+pub fn server(
+    pods: &Arc<crate::pods::PodManager>,
+    images: &Arc<crate::images::ImageManager>,
+) -> berth_proto::berth::v1::volumes_server::VolumesServer<VolumesApi> {
+    berth_proto::berth::v1::volumes_server::VolumesServer::new(VolumesApi::new(Engine::shared(
+        pods, images,
+    )))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -262,14 +272,4 @@ mod tests {
         assert!(!f(&["dangling=false"]));
         assert!(volume_matches(&["x=1".into()], &v).is_err());
     }
-}
-
-/// The Volumes gRPC service of a daemon.
-pub fn server(
-    pods: &Arc<crate::pods::PodManager>,
-    images: &Arc<crate::images::ImageManager>,
-) -> berth_proto::berth::v1::volumes_server::VolumesServer<VolumesApi> {
-    berth_proto::berth::v1::volumes_server::VolumesServer::new(VolumesApi::new(Engine::shared(
-        pods, images,
-    )))
 }

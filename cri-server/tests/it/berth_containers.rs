@@ -493,6 +493,43 @@ async fn ports_volumes_and_network_modes() {
     c.wait(cref("isolated")).await.unwrap();
     assert_eq!(logs(&mut c, "isolated", -1, false).await, "lo\n");
 
+    // --init: the command runs under the pod's init (PID 1 reaps orphans),
+    // with the pids and memory limits in its cgroup.
+    let mut i = spec(
+        &env,
+        "inited",
+        &["sh", "-c", "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo"],
+    );
+    i.init = true;
+    i.pids_limit = 42;
+    i.memory_limit = 64 << 20;
+    let inited = create(&mut c, i).await;
+    start(&mut c, &inited.id).await;
+    c.wait(cref("inited")).await.unwrap();
+    let out = logs(&mut c, "inited", -1, false).await;
+    let mut lines = out.lines();
+    assert_ne!(lines.next(), Some("1"), "{out:?}");
+    assert!(
+        lines.next().unwrap_or("").contains("__berth_pod_init"),
+        "{out:?}"
+    );
+    let j = inspect(&mut c, "inited").await;
+    assert_eq!(j["HostConfig"]["Init"], true);
+    assert_eq!(j["HostConfig"]["PidsLimit"], 42);
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.dirs
+                .state()
+                .join("containers")
+                .join(&inited.id)
+                .join("bundle/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], 42);
+    assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64 << 20);
+
     // Volumes list/prune; a volume still used is kept.
     let listed = v
         .list(api::ListVolumesRequest {
@@ -515,7 +552,7 @@ async fn ports_volumes_and_network_modes() {
         .unwrap()
         .into_inner();
     assert_eq!(pruned.deleted, vec!["spare".to_string()]);
-    for name in ["http", "reader", "isolated"] {
+    for name in ["http", "reader", "isolated", "inited"] {
         c.remove(api::RemoveContainerRequest {
             container: name.into(),
             force: true,
@@ -560,6 +597,25 @@ async fn restart_policies_auto_remove_and_berthd_restart() {
     assert_eq!(
         c.wait(cref(&gone.id)).await.unwrap().into_inner().exit_code,
         4
+    );
+    // A Wait that comes after the removal still gets the code, by id.
+    let mut s = spec(&env, "quick", &["sh", "-c", "exit 5"]);
+    s.auto_remove = true;
+    let quick = create(&mut c, s).await;
+    start(&mut c, &quick.id).await;
+    poll("quick auto-removed", 20, || {
+        let mut c = c.clone();
+        let id = quick.id.clone();
+        async move { summary(&mut c, &id).await.is_none() }
+    })
+    .await;
+    assert_eq!(
+        c.wait(cref(&quick.id))
+            .await
+            .unwrap()
+            .into_inner()
+            .exit_code,
+        5
     );
     poll("auto-remove", 20, || {
         let mut c = c.clone();

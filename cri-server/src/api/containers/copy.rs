@@ -197,7 +197,7 @@ pub fn append_entry<W: Write>(
                 Mode::empty(),
             )
             .map_err(sys("open directory", arc))?;
-            let dup = fd.try_clone().map_err(|e| CopyError::Archive(e))?;
+            let dup = fd.try_clone().map_err(CopyError::Archive)?;
             let mut dir = nix::dir::Dir::from_fd(dup).map_err(sys("read directory", arc))?;
             let mut names: Vec<std::ffi::OsString> = dir
                 .iter()

@@ -264,7 +264,7 @@ impl Engine {
             labels: serde_json::to_string(labels).unwrap_or_else(|_| "{}".into()),
             anonymous,
         };
-        Ok(self.db(move |s| s.insert_volume(&row)).await?)
+        self.db(move |s| s.insert_volume(&row)).await
     }
 
     /// Create: translates the spec, reserves the name, makes volumes, then

@@ -210,7 +210,17 @@ impl Engine {
 
     /// Blocks until the container is not running; its exit code.
     pub async fn wait(&self, reference: &str) -> Result<i32, ApiError> {
-        let rec = self.resolve(reference).await?;
+        let rec = match self.resolve(reference).await {
+            Ok(rec) => rec,
+            // Auto-removed before the Wait came (`run --rm` of a short
+            // command): its exit code is remembered by id.
+            Err(ApiError::NotFound(msg)) => {
+                return self
+                    .removed_exit_code(reference)
+                    .ok_or(ApiError::NotFound(msg));
+            }
+            Err(e) => return Err(e),
+        };
         let id = rec.id().to_string();
         let mut events = self.pods.subscribe_events();
         loop {
@@ -240,6 +250,20 @@ impl Engine {
             // Any event (or a second) is a reason to look again; events are
             // a fast path, the record is the truth.
             let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+        }
+    }
+
+    /// The exit code of an auto-removed container named by full id or
+    /// unique id prefix.
+    fn removed_exit_code(&self, reference: &str) -> Option<i32> {
+        let map = self
+            .last_exit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = map.iter().filter(|(id, _)| id.starts_with(reference));
+        match (found.next(), found.next()) {
+            (Some((_, code)), None) if !reference.is_empty() => Some(*code),
+            _ => None,
         }
     }
 

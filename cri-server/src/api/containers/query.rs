@@ -244,11 +244,10 @@ impl Engine {
         }
         if req.include_cri {
             for c in containers.values() {
-                if !c
-                    .config
+                if c.config
                     .labels
                     .get(MANAGED_LABEL)
-                    .is_some_and(|v| v == "true")
+                    .is_none_or(|v| v != "true")
                 {
                     out.push(cri_summary(c, now));
                 }
