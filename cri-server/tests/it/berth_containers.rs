@@ -364,6 +364,47 @@ async fn lifecycle_in_place_cp_diff_logs_top_wait_rename() {
         tonic::Code::NotFound
     );
 
+    // A missing executable is a FailedPrecondition naming it (the CLI's
+    // 127): found missing at create for a PATH lookup.
+    let e = c
+        .create(api::CreateContainerRequest {
+            spec: Some(spec(&env, "bad", &["nosuchcmd"])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("executable file not found"),
+        "{}",
+        e.message()
+    );
+    assert!(c.inspect(cref("bad")).await.is_err());
+    // A path is checked inside the container's root at create.
+    for (cmd, code, text) in [
+        (
+            "/no/such/binary",
+            tonic::Code::FailedPrecondition,
+            "executable file not found",
+        ),
+        ("/etc", tonic::Code::FailedPrecondition, "permission denied"),
+        (
+            "/etc/passwd",
+            tonic::Code::FailedPrecondition,
+            "permission denied",
+        ),
+    ] {
+        let e = c
+            .create(api::CreateContainerRequest {
+                spec: Some(spec(&env, "bad", &[cmd])),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{cmd}: {e:?}");
+        assert!(e.message().contains(text), "{cmd}: {}", e.message());
+    }
+    // Nothing is left of the refused creates.
+    assert!(c.inspect(cref("bad")).await.is_err());
+
     // Logs follow ends when the container exits.
     let short = create(
         &mut c,

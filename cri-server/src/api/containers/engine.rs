@@ -413,9 +413,25 @@ impl Engine {
             Ok(id) => id,
             Err(e) => {
                 self.remove_pod(&pod_id).await;
+                // The runtime resolves the program at create: a missing one
+                // is the CLI's exit 127, as at start.
+                let chain = crate::error::chain(&e);
+                if chain.contains("executable file not found") {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "cannot create container {}: {chain}",
+                        rec.row.name
+                    )));
+                }
                 return Err(e.into());
             }
         };
+        if let Err(e) = self.check_program(&id, rec, &p.spec.mounts).await {
+            if let Err(err) = self.pods.remove_container(&id).await {
+                warn!(container_id = %id, error = %crate::error::chain(&err), "cannot remove container");
+            }
+            self.remove_pod(&pod_id).await;
+            return Err(e);
+        }
         let pending = rec.row.id.clone();
         rec.row.id = id.clone();
         rec.row.pod_id = pod_id;
@@ -423,6 +439,73 @@ impl Engine {
         self.db(move |s| s.update_docker(&pending, &row)).await?;
         info!(container_id = %id, name = %rec.row.name, "berth container created");
         Ok(())
+    }
+
+    /// The runtime looks a bare program name up in PATH at create, but
+    /// only execs a path at start (and the container then just exits 1):
+    /// a path is checked here, inside the mounted rootfs, so that a
+    /// missing or non-executable program fails like Docker's (the CLI's 127
+    /// and 126). Paths under a mount are not visible yet and not checked.
+    async fn check_program(
+        &self,
+        id: &str,
+        rec: &Record,
+        mounts: &[api::Mount],
+    ) -> Result<(), ApiError> {
+        let Some(program) = rec
+            .state
+            .entrypoint
+            .iter()
+            .chain(rec.state.cmd.iter())
+            .next()
+        else {
+            return Ok(());
+        };
+        if !program.contains('/') {
+            return Ok(());
+        }
+        let c = self.pods.load_container(id).await?;
+        let cwd = c
+            .rec
+            .process
+            .get("cwd")
+            .and_then(|v| v.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let path = super::copy::absolute(Path::new(&cwd), program);
+        if mounts.iter().any(|m| path.starts_with(&m.destination)) {
+            return Ok(());
+        }
+        let rootfs = c.rec.bundle.join("rootfs");
+        let (name, shown) = (rec.row.name.clone(), program.clone());
+        tokio::task::spawn_blocking(move || {
+            use nix::fcntl::OFlag;
+            use nix::sys::stat::Mode;
+            let root = nix::fcntl::open(&rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| ApiError::io("opening", &rootfs)(e.into()))?;
+            let fd = match berth_runtime::rootfs::safe_path::open_in_root(
+                std::os::fd::AsFd::as_fd(&root),
+                &path,
+                OFlag::O_PATH,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(_) => {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "cannot create container {name}: exec: \"{shown}\": executable file not found in the container: no such file or directory"
+                    )))
+                }
+            };
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| ApiError::io("stat", &path)(e.into()))?;
+            let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+            if !regular || st.st_mode & 0o111 == 0 {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "cannot create container {name}: exec: \"{shown}\": permission denied"
+                )));
+            }
+            Ok(())
+        })
+        .await?
     }
 
     /// Stops and removes a pod, logging failures.

@@ -14,7 +14,7 @@ use crate::pods::{ContainerState, PodError};
 pub const DEFAULT_STOP_TIMEOUT: i64 = 10;
 
 /// Turns a start failure into what the CLI maps to exit 127 / 126.
-fn start_error(name: &str, process: &[String], err: PodError) -> ApiError {
+pub(crate) fn start_error(name: &str, process: &[String], err: PodError) -> ApiError {
     let chain = crate::error::chain(&err);
     let exe = process.first().map(String::as_str).unwrap_or("");
     let lower = chain.to_ascii_lowercase();
