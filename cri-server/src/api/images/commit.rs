@@ -204,6 +204,7 @@ pub async fn commit(
     let obj = config.as_object_mut().ok_or_else(|| {
         ImagesApiError::FailedPrecondition(format!("config of {parent_id} is not an object"))
     })?;
+    let parent_created = obj.get("created").cloned();
     obj.insert("created".into(), Value::String(now.clone()));
     if !req.author.is_empty() {
         obj.insert("author".into(), Value::String(req.author.clone()));
@@ -230,7 +231,25 @@ pub async fn commit(
         .entry("history".to_string())
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Some(h) = history.as_array_mut() {
-        h.push(Value::Object(entry));
+        // One non-empty entry per layer, as readers pair them up: parent
+        // layers without an entry get a blank one first.
+        let described = h
+            .iter()
+            .filter(|e| {
+                !e.get("empty_layer")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .count();
+        let missing = (diff_ids.len() - 1).saturating_sub(described);
+        let blank = match parent_created {
+            Some(t) => json!({ "created": t }),
+            None => json!({}),
+        };
+        let mut padded: Vec<Value> = std::iter::repeat_n(blank, missing).collect();
+        padded.append(h);
+        padded.push(Value::Object(entry));
+        *h = padded;
     }
     let config_bytes = canonical_json(&config).map_err(|source| ImagesApiError::Json {
         what: "new config".into(),

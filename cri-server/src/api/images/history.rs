@@ -47,7 +47,26 @@ pub fn history(store: &Store, rec: &ImageRecord) -> Result<Vec<api::HistoryEntry
         .cloned()
         .unwrap_or_default();
     let mut out = Vec::new();
+    let described = entries
+        .iter()
+        .filter(|h| {
+            !h.get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+        .count();
+    // Layers the history does not describe (images built without one, or
+    // committed on top of such): they are the oldest, listed first.
     let mut layer = 0usize;
+    while layer + described < diff_ids.len() {
+        out.push(api::HistoryEntry {
+            id: diff_ids[layer].clone(),
+            created: epoch(config.get("created")),
+            size: layer_size(layer)?,
+            ..Default::default()
+        });
+        layer += 1;
+    }
     for h in &entries {
         let empty = h
             .get("empty_layer")
@@ -66,16 +85,6 @@ pub fn history(store: &Store, rec: &ImageRecord) -> Result<Vec<api::HistoryEntry
             layer += 1;
         }
         out.push(e);
-    }
-    // Layers the history does not describe (images built without it).
-    while layer < diff_ids.len() {
-        out.push(api::HistoryEntry {
-            id: diff_ids[layer].clone(),
-            created: epoch(config.get("created")),
-            size: layer_size(layer)?,
-            ..Default::default()
-        });
-        layer += 1;
     }
     out.reverse();
     Ok(out)
