@@ -168,12 +168,17 @@ impl Progress {
         }
     }
 
-    /// Ends the display (bars stay on screen).
-    pub fn finish(&self) {
-        for b in self.bars.values() {
+    /// Ends the display (bars stay on screen, the cursor below them).
+    pub fn finish(&mut self) {
+        let drawn = !self.bars.is_empty();
+        for (_, b) in self.bars.drain() {
             if !b.is_finished() {
                 b.abandon();
             }
+        }
+        // indicatif leaves the cursor at the end of the bottom bar.
+        if self.mode == Mode::Bars && drawn {
+            self.line("");
         }
     }
 
