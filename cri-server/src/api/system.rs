@@ -1,6 +1,6 @@
 //! berth.v1 System: Info (daemon and host facts), DiskUsage and Prune.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +11,6 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::api::containers::{ApiError, Engine};
 use crate::pods::ContainerState;
-use crate::store::RemoveOutcome;
 
 /// berth.v1.System over the shared [`Engine`].
 #[derive(Debug, Clone)]
@@ -248,30 +247,13 @@ impl Engine {
                 }
             }
         }
-        // Images: the CRI containers (kubelet, crictl) count as users too.
-        let in_use: HashSet<String> = self
-            .pods
-            .all_containers()
-            .await?
-            .into_iter()
-            .map(|c| c.rec.image_id)
-            .collect();
-        for img in self.db(|s| s.list_images()).await? {
-            let dangling = img.repo_tags.is_empty();
-            if in_use.contains(&img.id) || !(dangling || all) {
-                continue;
-            }
-            match self.images.remove(&img.id).await {
-                Ok(RemoveOutcome::Removed { id }) => {
-                    out.reclaimed_bytes += img.size;
-                    out.images_deleted.push(id);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(image_id = %img.id, error = %crate::error::chain(&e), "prune: cannot remove image")
-                }
-            }
-        }
+        // Images: the Images service's prune (the CRI containers of the
+        // kubelet or crictl count as users too).
+        let images = crate::api::images::maint::prune(self.images(), self.pods(), all)
+            .await
+            .map_err(|e| ApiError::Images(Box::new(e)))?;
+        out.reclaimed_bytes += images.reclaimed_bytes;
+        out.images_deleted = images.deleted;
         if volumes {
             let (deleted, bytes) = self.prune_volumes(false).await?;
             out.volumes_deleted = deleted;

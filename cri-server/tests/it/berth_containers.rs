@@ -792,4 +792,16 @@ async fn system_info_disk_usage_and_prune() {
     })
     .await
     .unwrap();
+    // Unused now: `all` removes it.
+    let pruned = sys
+        .prune(api::SystemPruneRequest {
+            all: true,
+            volumes: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pruned.images_deleted.len(), 1, "{pruned:?}");
+    let info = sys.info(api::InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!((info.containers, info.images), (0, 0));
 }

@@ -357,6 +357,12 @@ impl Engine {
                 Ok(()) => Ok((rec.row.id.clone(), name)),
                 Err(e) => {
                     let _ = self.db(move |s| s.delete_docker(&pending)).await;
+                    // Anonymous volumes were made for this container only.
+                    for v in p.volumes.iter().filter(|v| v.anonymous) {
+                        if let Err(err) = self.delete_volume_files(&v.name).await {
+                            warn!(volume = %v.name, error = %crate::error::chain(&err), "cannot remove volume");
+                        }
+                    }
                     Err(e)
                 }
             };

@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A blocking task failed.
     #[error("background task")]
     Task(#[from] tokio::task::JoinError),
+    /// An Images service operation (image prune) failed.
+    #[error(transparent)]
+    Images(Box<crate::api::images::error::ImagesApiError>),
 }
 
 impl From<PodError> for ApiError {
@@ -82,6 +85,7 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Conflict(_) => tonic::Status::already_exists(msg),
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            ApiError::Images(e) => tonic::Status::from(*e),
             // The CRI mapping of pod errors, message included.
             ApiError::Pods(p) => tonic::Status::from(crate::error::Error::Pods(p)),
             ApiError::Store(_)
