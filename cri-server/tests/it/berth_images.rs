@@ -330,9 +330,7 @@ async fn save_load_round_trip_docker_archive_and_prune() {
         )
     };
     let (cfg_a, cfg_b) = (mk_config("a"), mk_config("b"));
-    let manifest = format!(
-        r#"[{{"Config":"a.json","RepoTags":["dock:1"],"Layers":["l/layer.tar"]}},{{"Config":"b.json","RepoTags":null,"Layers":["l/layer.tar"]}}]"#
-    );
+    let manifest = r#"[{"Config":"a.json","RepoTags":["dock:1"],"Layers":["l/layer.tar"]},{"Config":"b.json","RepoTags":null,"Layers":["l/layer.tar"]}]"#;
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in [
         ("manifest.json", manifest.as_bytes()),
