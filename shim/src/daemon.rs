@@ -290,7 +290,10 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The ttrpc server or the event publisher failed.
+    /// The client's events service cannot be reached.
+    #[error(transparent)]
+    Events(crate::events::PublishError),
+    /// The ttrpc server failed.
     #[error("{op}: {source}")]
     Ttrpc {
         /// What was attempted.
@@ -340,12 +343,8 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
     crate::signals::reset(&[Signal::SIGPIPE, Signal::SIGTERM, Signal::SIGINT]);
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| ServeError::Missing("TTRPC_ADDRESS"))?;
-    let publisher = RemotePublisher::new(&ttrpc_address).map_err(|source| ServeError::Ttrpc {
-        op: "connecting to the events service",
-        source,
-    })?;
     let exit = Arc::new(ExitSignal::default());
-    let svc = build_service(publisher, &flags.namespace, &ttrpc_address, exit.clone())?;
+    let svc = build_service(&flags.namespace, &ttrpc_address, exit.clone())?;
     // SIGTERM/SIGINT end an idle shim (no task left); one with tasks lives on.
     let term_svc = Arc::clone(&svc);
     crate::signals::on_term(move || {
@@ -367,7 +366,14 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
         }
     };
     use std::os::fd::IntoRawFd;
+    // Idle workers per connection: ttrpc's defaults keep 3 (up to 5) per
+    // connection parked, each a thread with its own touched stack in every
+    // shim. Two idle ones still let a long Wait run beside other calls (a
+    // new worker is started whenever fewer than one is idle).
     let mut server = Server::new()
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(3)
         .add_listener(listener.into_raw_fd())
         .map_err(ttrpc_err("adding the listener"))?
         .register_service(task_methods(Arc::new(TaskApi::new(svc))));
@@ -386,11 +392,11 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
 }
 
 fn build_service(
-    publisher: RemotePublisher,
     namespace: &str,
     events_address: &str,
     exit: Arc<ExitSignal>,
 ) -> Result<Arc<Service>, ServeError> {
+    let publisher = Publisher::connect(events_address, namespace).map_err(ServeError::Events)?;
     let reaper = Reaper::start().map_err(|source| ServeError::Sys {
         op: "starting the reaper thread",
         source,
@@ -398,7 +404,7 @@ fn build_service(
     Ok(Service::new(
         reaper,
         PathBuf::from(DEFAULT_RUNTIME_ROOT),
-        Arc::new(Publisher::new(publisher, namespace, events_address)),
+        Arc::new(publisher),
         Box::new(move || exit.signal()),
     ))
 }
@@ -452,10 +458,10 @@ impl Shim for BerthShim {
         self.exit.wait();
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> TaskApi {
+    fn create_task_service(&self, _publisher: RemotePublisher) -> TaskApi {
         // Only reached if containerd-shim were to serve; `serve` does that.
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-        match build_service(publisher, &self.namespace, &address, Arc::clone(&self.exit)) {
+        match build_service(&self.namespace, &address, Arc::clone(&self.exit)) {
             Ok(svc) => TaskApi::new(svc),
             Err(err) => {
                 tracing::error!(%err, "building the task service");

@@ -58,16 +58,6 @@ fn subscriber(
         .with_ansi(false)
 }
 
-/// Fewer malloc arenas: the server's threads are idle nearly always and
-/// per-thread arenas would cost resident memory in every pod.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only tunes the allocator; called before any thread
-    // the shim starts itself.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     // Hidden roles first, before containerd-shim parses anything.
@@ -109,7 +99,7 @@ fn main() -> ExitCode {
         };
     }
     if flags.action.is_empty() && !flags.info {
-        limit_malloc_arenas();
+        berth_shim::memory::tune_allocator();
         return match daemon::serve(&flags) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -218,6 +218,7 @@ impl Service {
             bundle: req.bundle.clone(),
             pid,
         });
+        crate::memory::trim_heap();
         Ok(pid)
     }
 

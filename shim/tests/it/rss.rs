@@ -15,7 +15,8 @@ fn kib(file: &str, field: &str) -> u64 {
         .unwrap()
 }
 
-/// Resident KiB per mapped file (or [heap], [stack], anonymous), largest first.
+/// Resident KiB per mapping kind (file and permissions, or [heap],
+/// [stack], anonymous), largest first, and the thread count.
 fn top_mappings(pid: i32) -> String {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
@@ -25,16 +26,18 @@ fn top_mappings(pid: i32) -> String {
             let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
             *by_name.entry(name.clone()).or_default() += kb;
         } else if l.split_whitespace().next().is_some_and(|f| f.contains('-')) {
-            name = l.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
+            let mut f = l.split_whitespace();
+            let perms = f.nth(1).unwrap_or("");
+            let file = f.nth(3).unwrap_or("[anon]");
+            name = format!("{file} {perms}");
         }
     }
-    let mut v: Vec<_> = by_name.into_iter().collect();
+    let mut v: Vec<_> = by_name.into_iter().filter(|e| e.1 > 0).collect();
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
-    v.iter()
-        .take(6)
-        .map(|(n, k)| format!("  {k:>6} {n}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let threads = kib(&format!("/proc/{pid}/status"), "Threads:");
+    let mut out: Vec<String> = v.iter().map(|(n, k)| format!("  {k:>6} {n}")).collect();
+    out.push(format!("  threads: {threads}"));
+    out.join("\n")
 }
 
 /// A pod with one idle container writing a CRI log.
@@ -134,6 +137,14 @@ fn idle_shim_memory_per_pod() {
         "berth-shim, one idle container: VmRSS {rss} KiB, anonymous {anon} KiB; \
          {PODS} shims: Pss {pss_total} KiB = {per_pod} KiB per pod"
     );
+    // To look at the idle shims from outside (smaps, pagemap).
+    if let Some(secs) = std::env::var("BERTH_SHIM_RSS_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!("holding the idle shims for {secs} s (shim pid {pid})");
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
     for p in pods {
         p.stop();
     }
