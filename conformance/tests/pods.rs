@@ -272,6 +272,12 @@ async fn pod_stats_cover_the_pod_and_its_containers() {
     assert!(cpu > 0, "pod cpu usage is 0");
     let mem = linux.memory.unwrap().working_set_bytes.unwrap().value;
     assert!(mem > 0, "pod working set is 0");
+    // sh (and nothing else yet): at least one process.
+    let procs = linux.process.as_ref().expect("pod process usage");
+    assert!(
+        procs.process_count.as_ref().is_some_and(|n| n.value >= 1),
+        "{procs:?}"
+    );
     // The pod's own namespace: its CNI interface, never the host's.
     let net = linux.network.expect("pod network usage");
     let eth0 = net.default_interface.expect("default interface");

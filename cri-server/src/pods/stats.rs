@@ -80,8 +80,17 @@ impl PodManager {
     }
 
     async fn stats_of(&self, c: &Container) -> cri::ContainerStats {
+        self.stats_and_pids_of(c).await.0
+    }
+
+    /// A container's stats and the number of its processes (running only).
+    async fn stats_and_pids_of(&self, c: &Container) -> (cri::ContainerStats, Option<u64>) {
         let ts = now_nanos();
         let metrics = self.metrics_of(c).await;
+        let pids = metrics
+            .as_ref()
+            .and_then(|m| m.pids.as_ref())
+            .map(|p| p.current);
         let (mut cpu, memory) = usage(metrics.as_ref(), ts);
         if let Some(cpu) = cpu.as_mut() {
             let total = cpu.usage_core_nano_seconds.as_ref().map_or(0, |v| v.value);
@@ -92,7 +101,7 @@ impl PodManager {
         let layer = tokio::task::spawn_blocking(move || dir_usage(&u))
             .await
             .unwrap_or_default();
-        cri::ContainerStats {
+        let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: c.id.clone(),
                 metadata: c.config.metadata.clone(),
@@ -110,7 +119,8 @@ impl PodManager {
                 inodes_used: u64v(layer.inodes_used),
             }),
             swap: None,
-        }
+        };
+        (stats, pids)
     }
 
     /// ContainerStats.
@@ -136,8 +146,13 @@ impl PodManager {
     async fn pod_stats_of(&self, pod: &Pod) -> Result<cri::PodSandboxStats, PodError> {
         let ts = now_nanos();
         let mut containers = Vec::new();
+        let mut processes: Option<u64> = None;
         for c in self.pod_containers(&pod.id).await? {
-            containers.push(self.stats_of(&c).await);
+            let (stats, pids) = self.stats_and_pids_of(&c).await;
+            if let Some(n) = pids {
+                processes = Some(processes.unwrap_or(0) + n);
+            }
+            containers.push(stats);
         }
         let mut cpu_total = 0u64;
         let mut nano_cores: Option<u64> = None;
@@ -181,7 +196,10 @@ impl PodManager {
                     major_page_faults: u64v(mpf),
                 }),
                 network: self.network_usage(pod, ts).await,
-                process: None,
+                process: processes.map(|n| cri::ProcessUsage {
+                    timestamp: ts,
+                    process_count: u64v(n),
+                }),
                 containers,
             }),
             windows: None,
