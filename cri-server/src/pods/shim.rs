@@ -436,6 +436,30 @@ impl ShimClient {
         Ok(())
     }
 
+    /// `Pause` (freeze) or `Resume` (thaw) the container `id`.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+        if paused {
+            let req = api::PauseRequest {
+                id: id.to_string(),
+                ..Default::default()
+            };
+            self.task
+                .pause(ctx(), &req)
+                .await
+                .map_err(Self::rpc("Pause", id))?;
+        } else {
+            let req = api::ResumeRequest {
+                id: id.to_string(),
+                ..Default::default()
+            };
+            self.task
+                .resume(ctx(), &req)
+                .await
+                .map_err(Self::rpc("Resume", id))?;
+        }
+        Ok(())
+    }
+
     /// `Delete`.
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<TaskExit, ShimError> {
         let req = api::DeleteRequest {

@@ -483,6 +483,11 @@ async fn commit_a_container_and_run_the_new_image() {
         .into_inner()
         .image_id;
     assert!(id.starts_with("sha256:"));
+    // Paused for the commit, running again after it.
+    let r = exec(&mut rt, &src, &["echo", "alive"]).await;
+    assert_eq!(r.stdout, b"alive\n", "{r:?}");
+    let st = container_status(&mut rt, &src).await.unwrap();
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
     let mut cri_images =
         cri::image_service_client::ImageServiceClient::new(connect(&env.dirs.socket()).await);
     let st = cri_images

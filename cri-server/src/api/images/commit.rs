@@ -129,13 +129,42 @@ pub async fn commit(
             container.id
         )));
     }
-    if req.pause {
-        // Freezing goes through the shim, which has no pause call yet: the
-        // upper dir is read while the container runs. A file changing
-        // meanwhile fails the commit (DiffError::Changed) rather than
-        // recording a torn file.
-        warn!(container_id = %container.id, "commit does not pause the container (not supported yet)");
+    // Docker freezes the container while its layer is read; only a running
+    // one can be (and needs to be) frozen.
+    let frozen = if req.pause {
+        match pods.running_container_shim(&container.id).await {
+            Ok((_, shim)) => {
+                shim.set_paused(&container.id, true)
+                    .await
+                    .map_err(|e| crate::pods::PodError::shim(&container.pod_id)(e))?;
+                Some(shim)
+            }
+            Err(crate::pods::PodError::FailedPrecondition(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let result = build_and_record(images, &container, &parent, req, tag, upper).await;
+    if let Some(shim) = frozen {
+        if let Err(e) = shim.set_paused(&container.id, false).await {
+            warn!(container_id = %container.id, error = %crate::error::chain(&e), "cannot resume the container after commit");
+        }
     }
+    result
+}
+
+/// Archives `upper`, stores the layer and snapshot, and records the image.
+async fn build_and_record(
+    images: &ImageManager,
+    container: &Container,
+    parent: &crate::store::ImageRecord,
+    req: &api::CommitRequest,
+    tag: Option<String>,
+    upper: std::path::PathBuf,
+) -> Result<String, ImagesApiError> {
+    let parent = parent.clone();
+    let store = images.store().clone();
     let limits = images.puller().options().unpack_limits;
     let tmp_dir = store.tmp_dir()?;
     // GC must not collect the new snapshot before the image row exists.
