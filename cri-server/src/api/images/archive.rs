@@ -61,10 +61,7 @@ pub fn save(
     for n in &names {
         let rec = resolve_image(&store, n)?;
         // A name (not an id) is recorded in the archive, normalised.
-        let by_id = rec
-            .id
-            .trim_start_matches("sha256:")
-            .starts_with(n.trim_start_matches("sha256:"));
+        let by_id = super::maint::is_id_of(&rec, n);
         let reference = if by_id {
             None
         } else {

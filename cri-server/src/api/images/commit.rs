@@ -249,7 +249,7 @@ async fn build_and_record(
     }
     let mut entry = Map::new();
     entry.insert("created".into(), Value::String(now));
-    entry.insert("created_by".into(), Value::String(created_by(&container)));
+    entry.insert("created_by".into(), Value::String(created_by(container)));
     if !req.author.is_empty() {
         entry.insert("author".into(), Value::String(req.author.clone()));
     }

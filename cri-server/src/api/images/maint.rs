@@ -51,6 +51,18 @@ pub fn resolve_image(store: &Store, image: &str) -> Result<ImageRecord, ImagesAp
     Err(ImagesApiError::NoSuchImage(image.to_string()))
 }
 
+/// True when `given` designates `rec` by its id (full, bare hex or a
+/// prefix) rather than by a name.
+pub fn is_id_of(rec: &ImageRecord, given: &str) -> bool {
+    let hex = given.strip_prefix("sha256:").unwrap_or(given);
+    !hex.is_empty()
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && rec
+            .id
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.starts_with(&hex.to_ascii_lowercase()))
+}
+
 /// Adds the tag `target` to the image `source` names; returns (id, tag).
 pub fn tag(store: &Store, source: &str, target: &str) -> Result<(String, String), ImagesApiError> {
     let rec = resolve_image(store, source)?;
@@ -148,4 +160,29 @@ pub async fn login(
     client.ping().await.map_err(registry_err)?;
     info!(registry = %host, endpoint = %endpoint.base_url(), "login succeeded");
     Ok(host)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names_are_told_apart() {
+        let rec = ImageRecord {
+            id: format!("sha256:abc123{}", "0".repeat(58)),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size: 0,
+            user: None,
+            config: "{}".into(),
+            chain_ids: vec![],
+        };
+        assert!(is_id_of(&rec, "abc1"));
+        assert!(is_id_of(&rec, "sha256:ABC123"));
+        assert!(is_id_of(&rec, &rec.id));
+        assert!(!is_id_of(&rec, "abc1:latest"));
+        assert!(!is_id_of(&rec, "busybox"));
+        assert!(!is_id_of(&rec, ""));
+    }
 }

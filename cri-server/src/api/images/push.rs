@@ -31,7 +31,7 @@ pub fn start(
         req.target.clone()
     };
     let rec = resolve_image(images.store(), &req.image)?;
-    if req.target.is_empty() && rec.id.ends_with(req.image.trim_start_matches("sha256:")) {
+    if req.target.is_empty() && super::maint::is_id_of(&rec, &req.image) {
         return Err(ImagesApiError::InvalidArgument(format!(
             "{} is an image id; push needs a name: tag it first (`berth tag {} NAME[:TAG]`) or give a target",
             req.image, req.image

@@ -8,7 +8,7 @@ use berth_proto::berth::v1::images_server::Images;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info_span, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::error::ImagesApiError;
 use super::{archive, commit, history, maint, pull, push};
@@ -23,9 +23,37 @@ pub struct ImagesApi {
 }
 
 impl ImagesApi {
-    /// The service over berthd's managers.
+    /// The service over berthd's managers. Work files a killed daemon left
+    /// (archives being loaded, layouts being saved or pushed, layers being
+    /// committed) are removed: nothing runs before the service starts.
     pub fn new(images: Arc<ImageManager>, pods: Arc<PodManager>) -> Self {
+        match images.store().tmp_dir() {
+            Ok(dir) => remove_leftovers(&dir),
+            Err(e) => {
+                warn!(error = %crate::error::chain(&e), "no work directory for image operations")
+            }
+        }
         ImagesApi { images, pods }
+    }
+}
+
+/// Empties `dir`, logging what cannot be removed.
+fn remove_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let r = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        match r {
+            Ok(()) => {
+                info!(path = %p.display(), "removed a leftover of an interrupted image operation")
+            }
+            Err(err) => warn!(path = %p.display(), %err, "cannot remove a leftover work file"),
+        }
     }
 }
 
@@ -137,5 +165,23 @@ impl Images for ImagesApi {
         let span = info_span!("berth.v1.Images/Login", registry = %req.registry);
         let registry = maint::login(&self.images, &req).instrument(span).await?;
         Ok(Response::new(api::LoginResponse { registry }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("load-x/x/blobs")).unwrap();
+        std::fs::write(d.path().join("load-x/x/blobs/a"), b"a").unwrap();
+        std::fs::write(d.path().join("commit-y"), b"y").unwrap();
+        remove_leftovers(d.path());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        // A missing dir is not an error.
+        remove_leftovers(&d.path().join("nope"));
     }
 }
