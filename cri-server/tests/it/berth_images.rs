@@ -537,7 +537,66 @@ async fn commit_a_container_and_run_the_new_image() {
         .into_inner();
     assert!(!pruned.deleted.contains(&id), "{pruned:?}");
 
-    for ctr in [&src, &copy] {
+    // A berth container is committed by its name.
+    let mut containers = berth_proto::berth::v1::containers_client::ContainersClient::new(
+        connect(&env.dirs.socket()).await,
+    );
+    let named = containers
+        .create(api::CreateContainerRequest {
+            spec: Some(api::ContainerSpec {
+                image: env.image.clone(),
+                name: "cm-named".into(),
+                cmd: ["sh", "-c", "echo named > /named.txt; exec sleep 1000"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    containers
+        .start(api::ContainerRef {
+            container: "cm-named".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while exec(&mut rt, &named, &["cat", "/named.txt"])
+        .await
+        .exit_code
+        != 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth container did not write"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.commit(api::CommitRequest {
+        container: "cm-named".into(),
+        reference: "committed:named".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = env.container_config("fromnamed", &["sleep", "1000"]);
+    cfg.image = spec("committed:named");
+    let from_named = start_container(&mut rt, &pod, cfg, &pod_cfg).await.unwrap();
+    let r = exec(&mut rt, &from_named, &["cat", "/named.txt"]).await;
+    assert_eq!(r.stdout, b"named\n", "{r:?}");
+    containers
+        .remove(api::RemoveContainerRequest {
+            container: "cm-named".into(),
+            force: true,
+            volumes: true,
+        })
+        .await
+        .unwrap();
+
+    for ctr in [&src, &copy, &from_named] {
         rt.stop_container(cri::StopContainerRequest {
             container_id: ctr.to_string(),
             timeout: 0,

@@ -27,21 +27,27 @@ use crate::store::NewImage;
 /// The label berthd's Docker-style containers carry their name in.
 const NAME_LABEL: &str = "io.berth.name";
 
-/// Finds the container `reference` names: a berth name (label
-/// `io.berth.name`), a full CRI container id, or a unique id prefix.
-///
-/// NAME RESOLVER: the Containers API (`api::containers::engine`) owns
-/// Docker names; once it exports a resolver for other services, call it
-/// here instead of matching the name label, so both agree on every rule.
+/// Finds the container `reference` names: first as the Containers API
+/// resolves it (berth name, full id, unique id prefix among berth's
+/// Docker-style containers: `api::containers::engine::resolve_in`), then
+/// among all CRI containers (full id, unique id prefix, name label), so a
+/// kubelet-made container can be committed too.
 pub async fn resolve_container(
     pods: &PodManager,
     reference: &str,
 ) -> Result<Container, ImagesApiError> {
+    use crate::api::containers::{engine::resolve_in, ApiError};
     let r = reference.strip_prefix('/').unwrap_or(reference);
     if r.is_empty() {
         return Err(ImagesApiError::InvalidArgument(
             "a container name or id is required".into(),
         ));
+    }
+    let rows = pods.store().list_docker()?;
+    match resolve_in(&rows, r) {
+        Ok(row) => return Ok(pods.load_container(&row.id).await?),
+        Err(ApiError::InvalidArgument(m)) => return Err(ImagesApiError::InvalidArgument(m)),
+        Err(_) => {}
     }
     let all = pods.all_containers().await?;
     if let Some(i) = all.iter().position(|c| c.id == r) {
