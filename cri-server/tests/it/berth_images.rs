@@ -408,6 +408,50 @@ async fn login_checks_credentials() {
         .await
         .unwrap_err();
     assert_eq!(anon.code(), tonic::Code::Unauthenticated, "{anon:?}");
+
+    // Pull and push with the request's credentials; a push without is refused.
+    let host = reg.host();
+    let img = build_image(&[&[("auth/file", b"secret\n")]], "", "amd64");
+    push(&host, "private", "1", &img, Some(("alice", "s3cret"))).await;
+    let auth = Some(api::RegistryAuth {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        identity_token: String::new(),
+    });
+    let mut s = c
+        .pull(api::PullRequest {
+            image: format!("{host}/private:1"),
+            auth: auth.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while s.message().await.unwrap().is_some() {}
+    let denied = push_all(
+        &mut c,
+        &format!("{host}/private:1"),
+        &format!("{host}/other:1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied:?}");
+    let mut s = c
+        .push(api::PushRequest {
+            image: format!("{host}/private:1"),
+            target: format!("{host}/other:1"),
+            auth,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(m) = s.message().await.unwrap() {
+        last = m.event;
+    }
+    assert!(
+        matches!(last, Some(api::push_progress::Event::Done(_))),
+        "{last:?}"
+    );
     d.stop().await;
 }
 
