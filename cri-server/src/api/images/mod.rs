@@ -26,13 +26,19 @@ pub use service::ImagesApi;
 use crate::images::ImageManager;
 use crate::pods::PodManager;
 
+/// Largest message accepted (a Load chunk).
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// The Images gRPC service of a daemon.
 pub fn server(
     pods: &Arc<PodManager>,
     images: &Arc<ImageManager>,
 ) -> berth_proto::berth::v1::images_server::ImagesServer<ImagesApi> {
+    // Load receives archive chunks: allow more than tonic's 4 MiB default
+    // per message, as the CLI's client does for answers.
     berth_proto::berth::v1::images_server::ImagesServer::new(ImagesApi::new(
         images.clone(),
         pods.clone(),
     ))
+    .max_decoding_message_size(MAX_MESSAGE)
 }
