@@ -153,6 +153,7 @@ pub fn start(flags: &Flags) -> Result<String, StartError> {
     if flags.debug {
         cmd.arg("-debug");
     }
+    cmd.env("GLIBC_TUNABLES", server_tunables());
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid(2) and close_range(2) are async-signal-safe. The
     // server must not share the caller's session (it outlives berthd or
@@ -183,6 +184,19 @@ pub fn start(flags: &Flags) -> Result<String, StartError> {
     }
     write_address_file(&address)?;
     Ok(address)
+}
+
+/// glibc keeps the stacks of exited threads for reuse (up to 40 MiB), each
+/// with its touched pages; the server's threads come and go (exit
+/// handlers, surplus ttrpc workers), and an idle shim would keep them all
+/// resident. Tunables are read at start-up only, hence the environment;
+/// the caller's other tunables are kept.
+fn server_tunables() -> String {
+    const NO_STACK_CACHE: &str = "glibc.pthread.stack_cache_size=0";
+    match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:{NO_STACK_CACHE}"),
+        _ => NO_STACK_CACHE.to_string(),
+    }
 }
 
 /// containerd passes runtime options on stdin (nothing in them applies to
