@@ -98,7 +98,9 @@ pub fn invoke_code(message: &str) -> Option<i32> {
     if m.contains("executable file not found") || (exec && m.contains("no such file or directory"))
     {
         Some(127)
-    } else if exec && (m.contains("permission denied") || m.contains("eacces")) {
+    } else if (exec && (m.contains("permission denied") || m.contains("eacces")))
+        || m.contains("unable to find user")
+    {
         Some(126)
     } else {
         None

@@ -154,8 +154,9 @@ impl Daemon {
     /// removes the socket.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let incoming = UnixListenerStream::new(self.listener);
-        let runtime = CriRuntimeService::new(self.pods.clone())
-            .with_streaming(self.streaming.service().clone());
+        let streaming_service = self.streaming.service().clone();
+        let runtime =
+            CriRuntimeService::new(self.pods.clone()).with_streaming(streaming_service.clone());
         let (stop_streaming, streaming_stopped) = tokio::sync::oneshot::channel::<()>();
         let streaming = tokio::spawn(self.streaming.serve(async {
             let _ = streaming_stopped.await;
@@ -166,7 +167,11 @@ impl Daemon {
                 self.images.clone(),
             )))
             .add_service(crate::api::images::server(&self.pods, &self.images))
-            .add_service(crate::api::containers::server(&self.pods, &self.images))
+            .add_service(crate::api::containers::server(
+                &self.pods,
+                &self.images,
+                &streaming_service,
+            ))
             .add_service(crate::api::volumes::server(&self.pods, &self.images))
             .add_service(crate::api::system::server(&self.pods, &self.images))
             .serve_with_incoming_shutdown(incoming, shutdown)

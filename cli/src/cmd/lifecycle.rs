@@ -163,20 +163,16 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
 /// `berth stop` (`restart` with `restart`).
 pub async fn stop(ctx: &Ctx, a: StopArgs, restart: bool) -> anyhow::Result<()> {
     let d = ctx.daemon().await?;
-    if let Some(s) = &a.signal {
-        // The proto's stop uses the container's own stop signal.
-        return Err(CliError::Usage(format!(
-            "--signal {s} is not supported by berthd's stop: set the signal at create time with --stop-signal, or use `berth kill -s {s}`"
-        ))
-        .into());
-    }
     let timeout = a.time.unwrap_or(-1);
+    let signal = a.signal.clone().unwrap_or_default();
     for_each(&a.containers, |c| {
         let mut cl = d.containers.clone();
+        let signal = signal.clone();
         async move {
             let req = StopContainerRequest {
                 container: c.clone(),
                 timeout,
+                signal,
             };
             let r = if restart {
                 cl.restart(req).await

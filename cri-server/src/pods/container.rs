@@ -613,13 +613,28 @@ impl PodManager {
             Err(PodError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.stop_container_locked(&mut c, timeout_secs).await
+        self.stop_container_locked(&mut c, timeout_secs, None).await
+    }
+
+    /// StopContainer with `signal` instead of the container's stop signal
+    /// (`berth stop -s`).
+    pub async fn stop_container_with_signal(
+        &self,
+        id: &str,
+        timeout_secs: i64,
+        signal: u32,
+    ) -> Result<(), PodError> {
+        let _guard = self.locks.write(id).await;
+        let mut c = self.load_container(id).await?;
+        self.stop_container_locked(&mut c, timeout_secs, Some(signal))
+            .await
     }
 
     async fn stop_container_locked(
         &self,
         c: &mut Container,
         timeout_secs: i64,
+        signal: Option<u32>,
     ) -> Result<(), PodError> {
         if !matches!(c.rec.state, ContainerState::Running) {
             return Ok(());
@@ -634,12 +649,13 @@ impl PodManager {
             Err(e) => return Err(e),
         };
         if timeout_secs > 0 {
-            let sig = c
-                .rec
-                .stop_signal
-                .as_deref()
-                .and_then(parse_signal)
-                .unwrap_or(SIGTERM);
+            let sig = signal.unwrap_or_else(|| {
+                c.rec
+                    .stop_signal
+                    .as_deref()
+                    .and_then(parse_signal)
+                    .unwrap_or(SIGTERM)
+            });
             match shim.kill(&c.id, "", sig, false).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() || e.is_unreachable() => {
@@ -699,7 +715,7 @@ impl PodManager {
             Err(PodError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.stop_container_locked(&mut c, 0).await?;
+        self.stop_container_locked(&mut c, 0, None).await?;
         if let Ok(pod) = self.load_pod(&c.pod_id).await {
             if let Ok(shim) = self.shim_for(&pod).await {
                 match shim.delete(id, "").await {

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::requests::ProcessOverrides;
 use super::ClientStreams;
 use crate::pods::sandbox::SIGKILL;
 use crate::pods::shim::ExecStdio;
@@ -29,10 +30,15 @@ const OUTPUT_IDLE: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `req` against `streams` to the end and reports its result.
-pub async fn run(pods: Arc<PodManager>, req: cri::ExecRequest, streams: ServerStreams) {
+pub async fn run(
+    pods: Arc<PodManager>,
+    req: cri::ExecRequest,
+    overrides: ProcessOverrides,
+    streams: ServerStreams,
+) {
     let id = req.container_id.clone();
     let (client, status) = ClientStreams::split(streams);
-    let result = match prepare(&pods, &req).await {
+    let result = match prepare(&pods, &req, &overrides).await {
         Ok(exec) => exec.run(client).await,
         Err(e) => CommandResult::Error(crate::error::chain(&e)),
     };
@@ -56,9 +62,53 @@ struct Exec {
     started: AtomicBool,
 }
 
-async fn prepare(pods: &PodManager, req: &cri::ExecRequest) -> Result<Exec, PodError> {
+/// Applies `o` to a process spec (JSON, as the runtime spec lays it out).
+pub fn apply_overrides(process: &mut serde_json::Value, o: &ProcessOverrides) {
+    let Some(obj) = process.as_object_mut() else {
+        return;
+    };
+    if !o.env.is_empty() {
+        let mut env: Vec<String> = obj
+            .get("env")
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        for kv in &o.env {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            env.push(kv.clone());
+        }
+        obj.insert("env".into(), serde_json::json!(env));
+    }
+    if let Some(u) = &o.user {
+        let mut user = obj
+            .get("user")
+            .cloned()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(uo) = user.as_object_mut() {
+            uo.insert("uid".into(), serde_json::json!(u.uid));
+            uo.insert("gid".into(), serde_json::json!(u.gid));
+            uo.insert(
+                "additionalGids".into(),
+                serde_json::json!(u.additional_gids),
+            );
+            uo.remove("username");
+        }
+        obj.insert("user".into(), user);
+    }
+    if let Some(cwd) = &o.cwd {
+        obj.insert("cwd".into(), serde_json::json!(cwd));
+    }
+}
+
+async fn prepare(
+    pods: &PodManager,
+    req: &cri::ExecRequest,
+    overrides: &ProcessOverrides,
+) -> Result<Exec, PodError> {
     let (c, shim) = pods.running_container_shim(&req.container_id).await?;
     let mut process = c.rec.process.clone();
+    apply_overrides(&mut process, overrides);
     if let Some(obj) = process.as_object_mut() {
         obj.insert("args".into(), serde_json::json!(req.cmd));
         obj.insert("terminal".into(), serde_json::Value::Bool(req.tty));
@@ -316,6 +366,41 @@ async fn copy_stdin(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::streaming::requests::ExecUser;
+
+    #[test]
+    fn overrides_replace_env_keys_user_and_cwd() {
+        let mut p = serde_json::json!({
+            "env": ["PATH=/bin", "A=1", "B=2"],
+            "user": {"uid": 0, "gid": 0, "username": "root"},
+            "cwd": "/",
+        });
+        apply_overrides(
+            &mut p,
+            &ProcessOverrides {
+                env: vec!["A=9".into(), "C=3".into()],
+                user: Some(ExecUser {
+                    uid: 1000,
+                    gid: 100,
+                    additional_gids: vec![100, 27],
+                }),
+                cwd: Some("/tmp".into()),
+            },
+        );
+        assert_eq!(
+            p["env"],
+            serde_json::json!(["PATH=/bin", "B=2", "A=9", "C=3"])
+        );
+        assert_eq!(
+            p["user"],
+            serde_json::json!({"uid": 1000, "gid": 100, "additionalGids": [100, 27]})
+        );
+        assert_eq!(p["cwd"], "/tmp");
+        // No overrides: untouched.
+        let before = p.clone();
+        apply_overrides(&mut p, &ProcessOverrides::default());
+        assert_eq!(p, before);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn output_drains_while_it_moves_and_is_cut_when_idle() {

@@ -229,9 +229,9 @@ fn negotiate(
             .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
     };
     match sreq {
-        StreamRequest::Exec(_) | StreamRequest::Attach(_) => {
+        StreamRequest::Exec(..) | StreamRequest::Attach(_) => {
             let opts = match sreq {
-                StreamRequest::Exec(r) => StreamOptions {
+                StreamRequest::Exec(r, _) => StreamOptions {
                     stdin: r.stdin,
                     stdout: r.stdout,
                     stderr: r.stderr,
@@ -321,7 +321,7 @@ async fn run(
                 }
             };
             match sreq {
-                StreamRequest::Exec(r) => super::exec::run(pods, r, streams).await,
+                StreamRequest::Exec(r, o) => super::exec::run(pods, r, o, streams).await,
                 StreamRequest::Attach(r) => super::attach::run(pods, r, streams).await,
                 StreamRequest::PortForward(_) => {}
             }

@@ -6,11 +6,34 @@ use berth_proto::cri;
 use super::{StreamingError, StreamingService};
 use crate::pods::{PodError, PodState};
 
+/// What an exec changes in the container's process spec beyond the
+/// command (Docker's `exec -e/-u/-w`; the CRI's Exec changes nothing else).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessOverrides {
+    /// `KEY=VALUE`, replacing the same keys of the container's environment.
+    pub env: Vec<String>,
+    /// The user, resolved in the container's own files.
+    pub user: Option<ExecUser>,
+    /// Absolute working directory.
+    pub cwd: Option<String>,
+}
+
+/// A resolved exec user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub additional_gids: Vec<u32>,
+}
+
 /// A validated request waiting for its client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamRequest {
     /// `/exec/<token>`
-    Exec(cri::ExecRequest),
+    Exec(cri::ExecRequest, ProcessOverrides),
     /// `/attach/<token>`
     Attach(cri::AttachRequest),
     /// `/portforward/<token>`
@@ -21,7 +44,7 @@ impl StreamRequest {
     /// The URL path segment of this kind of request.
     pub fn kind(&self) -> &'static str {
         match self {
-            StreamRequest::Exec(_) => "exec",
+            StreamRequest::Exec(..) => "exec",
             StreamRequest::Attach(_) => "attach",
             StreamRequest::PortForward(_) => "portforward",
         }
@@ -54,13 +77,22 @@ fn require(value: &str, field: &str) -> Result<(), PodError> {
 impl StreamingService {
     /// Exec: the URL of a streaming exec in a running container.
     pub async fn exec(&self, req: cri::ExecRequest) -> Result<String, StreamingError> {
+        self.exec_with(req, ProcessOverrides::default()).await
+    }
+
+    /// Exec with process-spec changes (berth.v1 Exec).
+    pub async fn exec_with(
+        &self,
+        req: cri::ExecRequest,
+        overrides: ProcessOverrides,
+    ) -> Result<String, StreamingError> {
         require(&req.container_id, "container_id")?;
         if req.cmd.is_empty() || req.cmd.iter().all(String::is_empty) {
             return Err(PodError::InvalidArgument("cmd is required".into()).into());
         }
         check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
         self.pods.running_container_shim(&req.container_id).await?;
-        self.url_for(StreamRequest::Exec(req))
+        self.url_for(StreamRequest::Exec(req, overrides))
     }
 
     /// Attach: the URL joining a running container's stdio.

@@ -314,6 +314,7 @@ async fn lifecycle_in_place_cp_diff_logs_top_wait_rename() {
     c.stop(api::StopContainerRequest {
         container: "web".into(),
         timeout: 1,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -335,6 +336,7 @@ async fn lifecycle_in_place_cp_diff_logs_top_wait_rename() {
     c.restart(api::StopContainerRequest {
         container: "web".into(),
         timeout: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -724,6 +726,7 @@ async fn restart_policies_auto_remove_and_berthd_restart() {
     c.stop(api::StopContainerRequest {
         container: "keeper".into(),
         timeout: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod berth_containers;
+mod berth_exec;
 mod berth_images;
 mod crash;
 mod fixtures;

@@ -93,14 +93,34 @@ impl Engine {
 
     /// Stops with the stop signal, SIGKILL after `timeout` seconds
     /// (negative: the container's own stop timeout).
-    pub async fn stop(&self, reference: &str, timeout: i32) -> Result<Record, ApiError> {
+    /// `signal` (name or number) replaces the stop signal when not empty.
+    pub async fn stop(
+        &self,
+        reference: &str,
+        timeout: i32,
+        signal: &str,
+    ) -> Result<Record, ApiError> {
+        let sig = match signal {
+            "" => None,
+            s => Some(
+                parse_signal(s)
+                    .ok_or_else(|| ApiError::InvalidArgument(format!("invalid signal: {s}")))?,
+            ),
+        };
         let mut rec = self.resolve(reference).await?;
         let _g = self.lock(rec.id()).await;
         rec.state.manually_stopped = true;
         rec.state.restarting = false;
         self.save(&rec).await?;
         let t = effective_timeout(timeout, rec.spec.stop_timeout);
-        self.pods.stop_container(rec.id(), t).await?;
+        match sig {
+            Some(sig) => {
+                self.pods
+                    .stop_container_with_signal(rec.id(), t, sig)
+                    .await?
+            }
+            None => self.pods.stop_container(rec.id(), t).await?,
+        }
         info!(container_id = %rec.id(), name = %rec.name(), "berth container stopped");
         Ok(rec)
     }

@@ -10,6 +10,7 @@ pub mod copy;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;
@@ -28,8 +29,10 @@ pub use service::ContainersApi;
 pub fn server(
     pods: &std::sync::Arc<crate::pods::PodManager>,
     images: &std::sync::Arc<crate::images::ImageManager>,
+    streaming: &std::sync::Arc<crate::streaming::StreamingService>,
 ) -> berth_proto::berth::v1::containers_server::ContainersServer<ContainersApi> {
     berth_proto::berth::v1::containers_server::ContainersServer::new(ContainersApi::new(
         Engine::shared(pods, images),
+        streaming.clone(),
     ))
 }

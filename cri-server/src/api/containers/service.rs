@@ -16,6 +16,7 @@ use tracing::{info_span, Instrument};
 use super::copy::{absolute, archive_path, extract, path_stat, stat_in_root};
 use super::engine::Engine;
 use super::error::ApiError;
+use crate::streaming::StreamingService;
 
 /// Size of the tar chunks CopyFrom sends.
 const CHUNK: usize = 64 * 1024;
@@ -24,12 +25,13 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct ContainersApi {
     engine: Arc<Engine>,
+    streaming: Arc<StreamingService>,
 }
 
 impl ContainersApi {
-    /// A service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> ContainersApi {
-        ContainersApi { engine }
+    /// A service over `engine`, handing out exec URLs of `streaming`.
+    pub fn new(engine: Arc<Engine>, streaming: Arc<StreamingService>) -> ContainersApi {
+        ContainersApi { engine, streaming }
     }
 }
 
@@ -139,7 +141,7 @@ impl Containers for ContainersApi {
         let span = info_span!("berth.Stop", container = %r.container, timeout = r.timeout);
         reply(
             self.engine
-                .stop(&r.container, r.timeout)
+                .stop(&r.container, r.timeout, &r.signal)
                 .instrument(span)
                 .await
                 .map(|rec| cref(rec.id())),
@@ -388,6 +390,17 @@ impl Containers for ContainersApi {
                     pod_id: rec.row.pod_id.clone(),
                     name: rec.name().to_string(),
                 }),
+        )
+    }
+
+    async fn exec(&self, request: Request<api::ExecRequest>) -> Result<api::ExecResponse> {
+        let r = request.into_inner();
+        let span = info_span!("berth.Exec", container = %r.container, tty = r.tty);
+        reply(
+            super::exec::exec_url(&self.engine, &self.streaming, r)
+                .instrument(span)
+                .await
+                .map(|url| api::ExecResponse { url }),
         )
     }
 }
