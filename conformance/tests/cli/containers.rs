@@ -1,4 +1,4 @@
-//! Container lifecycle commands: `create`, `start [-a]`, `stop [-t]`,
+//! Container lifecycle commands: `create`, `start [-a]`, `stop [-t] [-s]`,
 //! `restart`, `kill [-s]`, `rm [-f] [-v]`, `wait`, `rename`, `diff`,
 //! `attach`, `top`, `stats --no-stream`, and "No such container".
 
@@ -176,6 +176,42 @@ fn kill_with_a_signal_and_wait_for_the_code() {
     let out = berth(&c, &["kill", &name2]);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains("not running"), "{out}");
+}
+
+#[test]
+fn stop_with_a_signal_sends_that_signal_first() {
+    let (_b, c) = cli();
+    let s = Scope::new(&c);
+    let name = s.container("stops");
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            &busybox(),
+            "sh",
+            "-c",
+            "trap 'exit 5' INT; trap '' TERM; touch /ready; while true; do sleep 0.1; done",
+        ],
+    );
+    let ready = crate::eventually(Duration::from_secs(20), || {
+        berth(&c, &["exec", &name, "test", "-e", "/ready"])
+            .success()
+            .then_some(())
+    });
+    assert!(ready.is_some(), "the trap was never set");
+    // SIGTERM is ignored: only SIGINT ends it with 5, long before 30 s.
+    let started = Instant::now();
+    let out = ok(&c, &["stop", "-s", "SIGINT", "-t", "30", &name]);
+    assert_eq!(out.stdout.trim(), name, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+    let out = ok(&c, &["wait", &name]);
+    assert_eq!(out.stdout.trim(), "5", "{out}");
+    let out = berth(&c, &["stop", "-s", "NOSUCHSIG", &name]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("invalid signal"), "{out}");
 }
 
 #[test]

@@ -138,6 +138,14 @@ fn exec_runs_in_the_container_with_its_exit_codes() {
     assert_eq!(out.stdout, "hi there\n", "{out}");
     let out = ok(&c, &["exec", "-u", "33:33", &name, "id", "-u"]);
     assert_eq!(out.stdout, "33\n", "{out}");
+    // Any numeric group, and names from the container's own files.
+    let out = ok(&c, &["exec", "-u", "1234:5678", &name, "id", "-g"]);
+    assert_eq!(out.stdout, "5678\n", "{out}");
+    let out = ok(&c, &["exec", "-u", "nobody", &name, "id", "-un"]);
+    assert_eq!(out.stdout, "nobody\n", "{out}");
+    let out = berth(&c, &["exec", "-u", "no-such-user", &name, "id"]);
+    assert_eq!(out.code, Some(126), "{out}");
+    assert!(out.stderr.contains("unable to find user"), "{out}");
     let out = ok(&c, &["exec", "-w", "/etc", &name, "pwd"]);
     assert_eq!(out.stdout, "/etc\n", "{out}");
     let out = c
