@@ -11,13 +11,13 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 ./scripts/deps.sh
-cargo build --release --locked -p berth-runtime -p berth-cri-server -p berth-shim
-for bin in berth-runtime berthd berth-shim; do
+cargo build --release --locked -p berth-runtime -p berth-cri-server -p berth-shim -p berth-cli
+for bin in berth-runtime berthd berth-shim berth; do
   install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 # containerd finds a shim for runtime_type "io.containerd.berth.v2" by this name.
 ln -sf berth-shim /usr/local/bin/containerd-shim-berth-v2
-echo "setup: installed berth-runtime, berthd and berth-shim to /usr/local/bin"
+echo "setup: installed berth-runtime, berthd, berth-shim and the berth CLI to /usr/local/bin"
 
 # The default pod network (bridge berth0, 10.89.0.0/16, host-local, portmap,
 # masquerade so pods reach out). berthd uses the first conflist in the
