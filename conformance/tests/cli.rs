@@ -71,6 +71,15 @@ pub fn ok(cli: &Cli, args: &[&str]) -> Output {
     out
 }
 
+/// `berth run -d --name NAME busybox sh -c SCRIPT`, which must succeed.
+#[track_caller]
+pub fn run_sh(cli: &Cli, name: &str, script: &str) -> Output {
+    ok(
+        cli,
+        &["run", "-d", "--name", name, &busybox(), "sh", "-c", script],
+    )
+}
+
 /// Requires exit `code` and `needle` in stderr.
 #[track_caller]
 pub fn fails(out: &Output, code: i32, needle: &str) {

@@ -405,6 +405,25 @@ pub fn confirm(warning: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
+/// What a prune removed, as docker prints it: per kind a title, one line
+/// per item (after the kind's prefix) and a blank line, then the space.
+pub fn print_pruned(sections: &[(&str, &str, &[String])], reclaimed_bytes: u64) {
+    for (title, prefix, items) in sections {
+        if items.is_empty() {
+            continue;
+        }
+        println!("{title}");
+        for x in *items {
+            println!("{prefix}{x}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        units::human_size(reclaimed_bytes)
+    );
+}
+
 /// `berth image prune`.
 pub async fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
     let warning = if a.all {
@@ -422,16 +441,9 @@ pub async fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
         .prune(ImagePruneRequest { all: a.all })
         .await
         .daemon()?;
-    if !r.deleted.is_empty() {
-        println!("Deleted Images:");
-        for x in &r.deleted {
-            println!("deleted: {x}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        units::human_size(r.reclaimed_bytes)
+    print_pruned(
+        &[("Deleted Images:", "deleted: ", &r.deleted)],
+        r.reclaimed_bytes,
     );
     Ok(())
 }

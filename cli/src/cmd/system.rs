@@ -357,22 +357,13 @@ async fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
         })
         .await
         .daemon()?;
-    for (title, list) in [
-        ("Deleted Containers:", &r.containers_deleted),
-        ("Deleted Images:", &r.images_deleted),
-        ("Deleted Volumes:", &r.volumes_deleted),
-    ] {
-        if !list.is_empty() {
-            println!("{title}");
-            for x in list {
-                println!("{x}");
-            }
-            println!();
-        }
-    }
-    println!(
-        "Total reclaimed space: {}",
-        units::human_size(r.reclaimed_bytes)
+    super::images::print_pruned(
+        &[
+            ("Deleted Containers:", "", &r.containers_deleted),
+            ("Deleted Images:", "deleted: ", &r.images_deleted),
+            ("Deleted Volumes:", "", &r.volumes_deleted),
+        ],
+        r.reclaimed_bytes,
     );
     Ok(())
 }

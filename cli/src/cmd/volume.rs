@@ -221,17 +221,7 @@ pub async fn volume(ctx: &Ctx, cmd: VolumeCmd) -> anyhow::Result<()> {
                 .prune(PruneVolumesRequest { all: a.all })
                 .await
                 .daemon()?;
-            if !r.deleted.is_empty() {
-                println!("Deleted Volumes:");
-                for v in &r.deleted {
-                    println!("{v}");
-                }
-                println!();
-            }
-            println!(
-                "Total reclaimed space: {}",
-                units::human_size(r.reclaimed_bytes)
-            );
+            super::images::print_pruned(&[("Deleted Volumes:", "", &r.deleted)], r.reclaimed_bytes);
             Ok(())
         }
     }

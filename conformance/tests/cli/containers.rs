@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{berth, busybox, cli, fails, inspect, is_hex, ok, state, wait_state, Scope};
+use crate::{berth, busybox, cli, fails, inspect, is_hex, ok, run_sh, state, wait_state, Scope};
 
 #[test]
 fn unknown_containers_exit_1_with_no_such_container() {
@@ -73,19 +73,7 @@ fn stop_with_timeout_kills_a_process_that_ignores_sigterm() {
     let s = Scope::new(&c);
     let name = s.container("stop");
     // sh as PID 1 ignores SIGTERM without a handler.
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            "while true; do sleep 0.2; done",
-        ],
-    );
+    run_sh(&c, &name, "while true; do sleep 0.2; done");
     wait_state(&c, &name, "running", Duration::from_secs(20));
     let t = Instant::now();
     let out = ok(&c, &["stop", "-t", "1", &name]);
@@ -132,18 +120,10 @@ fn kill_with_a_signal_and_wait_for_the_code() {
     let (_b, c) = cli();
     let s = Scope::new(&c);
     let name = s.container("kill");
-    ok(
+    run_sh(
         &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            "trap 'exit 42' USR1; touch /ready; while true; do sleep 0.1; done",
-        ],
+        &name,
+        "trap 'exit 42' USR1; touch /ready; while true; do sleep 0.1; done",
     );
     let ready = crate::eventually(Duration::from_secs(20), || {
         berth(&c, &["exec", &name, "test", "-e", "/ready"])
@@ -183,18 +163,10 @@ fn stop_with_a_signal_sends_that_signal_first() {
     let (_b, c) = cli();
     let s = Scope::new(&c);
     let name = s.container("stops");
-    ok(
+    run_sh(
         &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            "trap 'exit 5' INT; trap '' TERM; touch /ready; while true; do sleep 0.1; done",
-        ],
+        &name,
+        "trap 'exit 5' INT; trap '' TERM; touch /ready; while true; do sleep 0.1; done",
     );
     let ready = crate::eventually(Duration::from_secs(20), || {
         berth(&c, &["exec", &name, "test", "-e", "/ready"])
@@ -219,19 +191,7 @@ fn wait_blocks_until_exit() {
     let (_b, c) = cli();
     let s = Scope::new(&c);
     let name = s.container("wait");
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            "sleep 1; exit 9",
-        ],
-    );
+    run_sh(&c, &name, "sleep 1; exit 9");
     let t = Instant::now();
     let out = ok(&c, &["wait", &name]);
     assert_eq!(out.stdout.trim(), "9", "{out}");

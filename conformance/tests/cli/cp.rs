@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{berth, busybox, cli, ok, Scope};
+use crate::{berth, busybox, cli, ok, run_sh, Scope};
 
 fn cat(c: &berth_conformance::harness::cli::Cli, name: &str, path: &str) -> String {
     ok(c, &["exec", name, "cat", path]).stdout
@@ -192,19 +192,7 @@ fn cp_resolves_escaping_symlinks_inside_the_container_root() {
         "mkdir -p {hdir} && echo 'container secret' > {hdir}/secret && ln -s {hdir} /esc && \
          ln -s ../../../../../../../../../.. /up && sleep 1000000"
     );
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
+    run_sh(&c, &name, &script);
     let ready = crate::eventually(std::time::Duration::from_secs(20), || {
         berth(&c, &["exec", &name, "test", "-L", "/up"])
             .success()

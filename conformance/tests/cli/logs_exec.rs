@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use crate::{berth, busybox, cli, ok, wait_state, Scope};
+use crate::{berth, busybox, cli, ok, run_sh, wait_state, Scope};
 
 #[test]
 fn logs_all_tail_timestamps_and_since() {
@@ -55,18 +55,10 @@ fn logs_follow_streams_until_the_container_exits() {
     let (_b, c) = cli();
     let s = Scope::new(&c);
     let name = s.container("follow");
-    ok(
+    run_sh(
         &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            &busybox(),
-            "sh",
-            "-c",
-            "echo first; sleep 2; for i in 1 2 3; do echo tick$i; sleep 0.3; done",
-        ],
+        &name,
+        "echo first; sleep 2; for i in 1 2 3; do echo tick$i; sleep 0.3; done",
     );
     wait_state(&c, &name, "running", Duration::from_secs(20));
     let mut child = c.spawn(&["logs", "-f", &name]).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_conformance::harness::cli::Cli;
 use berth_conformance::harness::Berth;
 
-use crate::{busybox, cli, eventually, inspect, ok, wait_state, Scope};
+use crate::{busybox, cli, eventually, inspect, ok, run_sh, wait_state, Scope};
 
 fn restart_count(c: &Cli, name: &str) -> u64 {
     inspect(c, name)["RestartCount"].as_u64().unwrap_or(0)
@@ -102,19 +102,7 @@ fn on_failure_gives_up_after_the_maximum_and_no_never_restarts() {
         ],
     );
     let never = s.container("no");
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &never,
-            &busybox(),
-            "sh",
-            "-c",
-            "exit 1",
-        ],
-    );
+    run_sh(&c, &never, "exit 1");
     wait_state(&c, &clean, "exited", Duration::from_secs(20));
     wait_state(&c, &never, "exited", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));
