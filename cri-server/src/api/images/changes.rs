@@ -115,12 +115,31 @@ fn set_map_key(cfg: &mut Map<String, Value>, field: &str, key: String, value: Va
     }
 }
 
+/// The instructions a commit applies.
+const INSTRUCTIONS: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "WORKDIR",
+    "USER",
+    "EXPOSE",
+    "LABEL",
+    "VOLUME",
+    "STOPSIGNAL",
+];
+
 /// Applies one instruction to the `config` object of an image config.
 pub fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<(), ChangeError> {
     let change = change.trim();
-    let (word, rest) = change
+    let (mut word, mut rest) = change
         .split_once(|c: char| c.is_whitespace())
         .unwrap_or((change, ""));
+    // `CMD=["x"]` (as `-c CMD=...` is often written) means `CMD ["x"]`.
+    if let Some((head, tail)) = change.split_once('=') {
+        if INSTRUCTIONS.contains(&head.to_ascii_uppercase().as_str()) {
+            (word, rest) = (head, tail);
+        }
+    }
     let instruction = word.to_ascii_uppercase();
     let rest = rest.trim();
     let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
@@ -256,6 +275,13 @@ mod tests {
         assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "/init --x"]));
         let c = applied(&["cmd echo hi"]);
         assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
+        // The `-c CMD=...` spelling.
+        let c = applied(&[r#"CMD=["httpd", "-f"]"#, "env=A=b"]);
+        assert_eq!(c["Cmd"], json!(["httpd", "-f"]));
+        assert_eq!(c["Env"], json!(["PATH=/bin", "A=b"]));
+        // `=` inside the arguments of the spaced form is left alone.
+        let c = applied(&["CMD echo a=b"]);
+        assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo a=b"]));
     }
 
     #[test]
