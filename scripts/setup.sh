@@ -12,8 +12,10 @@ fi
 
 ./scripts/deps.sh
 cargo build --release --locked -p berth-runtime -p berth-cri-server -p berth-shim -p berth-cli
+# cargo honours CARGO_TARGET_DIR; the binaries are where it put them.
+target_dir=${CARGO_TARGET_DIR:-target}
 for bin in berth-runtime berthd berth-shim berth; do
-  install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
+  install -m 0755 "$target_dir/release/$bin" "/usr/local/bin/$bin"
 done
 # containerd finds a shim for runtime_type "io.containerd.berth.v2" by this name.
 ln -sf berth-shim /usr/local/bin/containerd-shim-berth-v2
