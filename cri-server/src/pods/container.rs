@@ -132,12 +132,17 @@ fn restrict_to_host_capabilities(spec: &mut serde_json::Value) {
 
 /// The overlay mount options of a container's rootfs.
 pub(crate) fn overlay_options(
-    lowerdir: &str,
+    layers: &[PathBuf],
     upper: &Path,
     work: &Path,
     volatile: bool,
     userns: Option<&crate::container_spec::PodUserNamespace>,
 ) -> Vec<String> {
+    let lowerdir = layers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
     let mut options = vec![
         format!("lowerdir={lowerdir}"),
         format!("upperdir={}", upper.display()),
@@ -417,11 +422,6 @@ impl PodManager {
         } else {
             String::new()
         };
-        let lowerdir = layers
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
         // No save here: the record written at the end (state Created) holds
         // all of this. A crash before it leaves the reserved row in state
         // Unknown with its bundle and snapshots, which reconciliation turns
@@ -432,7 +432,7 @@ impl PodManager {
             id: c.id.clone(),
             bundle,
             overlay: Some(overlay_options(
-                &lowerdir,
+                &layers,
                 &upper,
                 &work,
                 !super::berth::is_managed(&c.config),
@@ -493,27 +493,39 @@ impl PodManager {
             )));
         }
         let shim = self.shim_for(&pod).await?;
+        self.start_task_recorded(&mut c, &pod, shim).await?;
+        Ok(())
+    }
+
+    /// Starts the created task of `c` and records the outcome: running
+    /// with its pid (event, exit waiter) or exited with `StartError`.
+    pub(crate) async fn start_task_recorded(
+        self: &Arc<Self>,
+        c: &mut Container,
+        pod: &Pod,
+        shim: ShimClient,
+    ) -> Result<u32, PodError> {
         // Taken before the call: a process that exits at once must not
         // finish before it started.
         let started_at = now_nanos();
-        match shim.start_task(id, "").await {
+        match shim.start_task(&c.id, "").await {
             Ok(pid) => {
                 c.rec.state = ContainerState::Running;
                 c.rec.pid = pid;
                 c.rec.started_at = started_at;
-                self.save_container(&c).await?;
-                info!(container_id = %id, pid, "container started");
-                self.emit_container_event(&c, cri::ContainerEventType::ContainerStartedEvent)
+                self.save_container(c).await?;
+                info!(container_id = %c.id, pid, "container started");
+                self.emit_container_event(c, cri::ContainerEventType::ContainerStartedEvent)
                     .await;
-                self.spawn_exit_waiter(shim, pod.rec.shim_address.clone(), id.to_string());
-                Ok(())
+                self.spawn_exit_waiter(shim, pod.rec.shim_address.clone(), c.id.clone());
+                Ok(pid)
             }
             Err(e) => {
                 let err = PodError::shim(&pod.id)(e);
                 c.set_exited(128, now_nanos(), false);
                 c.rec.reason = "StartError".into();
                 c.rec.message = crate::error::chain(&err);
-                self.save_container(&c).await?;
+                self.save_container(c).await?;
                 Err(err)
             }
         }

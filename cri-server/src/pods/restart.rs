@@ -9,12 +9,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_proto::cri;
 use tracing::info;
 
 use super::container::overlay_options;
 use super::shim::CreateTask;
-use super::{now_nanos, ContainerState, PodError, PodManager, PodState};
+use super::{ContainerState, PodError, PodManager, PodState};
 use crate::container_spec::pod_user_namespace;
 
 impl PodManager {
@@ -59,11 +58,6 @@ impl PodManager {
                 ))
             })?);
         }
-        let lowerdir = lowers
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
         let data = c.rec.data_dir.clone();
         let userns = pod_user_namespace(&pod.config)?;
         let out = if c.rec.log_path.is_empty() {
@@ -84,7 +78,7 @@ impl PodManager {
             id: id.to_string(),
             bundle: c.rec.bundle.clone(),
             overlay: Some(overlay_options(
-                &lowerdir,
+                &lowers,
                 &data.join("upper"),
                 &data.join("work"),
                 !super::berth::is_managed(&c.config),
@@ -97,32 +91,14 @@ impl PodManager {
         })
         .await
         .map_err(PodError::shim(&pod.id))?;
-        let started_at = now_nanos();
-        match shim.start_task(id, "").await {
-            Ok(pid) => {
-                c.rec.state = ContainerState::Running;
-                c.rec.pid = pid;
-                c.rec.started_at = started_at;
-                c.rec.finished_at = 0;
-                c.rec.exit_code = 0;
-                c.rec.reason.clear();
-                c.rec.message.clear();
-                self.save_container(&c).await?;
-                info!(container_id = %id, pid, "container started again in place");
-                self.emit_container_event(&c, cri::ContainerEventType::ContainerStartedEvent)
-                    .await;
-                self.spawn_exit_waiter(shim, pod.rec.shim_address.clone(), id.to_string());
-                Ok(pid)
-            }
-            Err(e) => {
-                let err = PodError::shim(&pod.id)(e);
-                c.set_exited(128, now_nanos(), false);
-                c.rec.reason = "StartError".into();
-                c.rec.message = crate::error::chain(&err);
-                self.save_container(&c).await?;
-                Err(err)
-            }
-        }
+        // A fresh run: nothing of the previous exit stays.
+        c.rec.finished_at = 0;
+        c.rec.exit_code = 0;
+        c.rec.reason.clear();
+        c.rec.message.clear();
+        let pid = self.start_task_recorded(&mut c, &pod, shim).await?;
+        info!(container_id = %id, pid, "container started again in place");
+        Ok(pid)
     }
 
     /// Sends `signal` to a running container's init.
