@@ -11,15 +11,15 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 ./scripts/deps.sh
-cargo build --release --locked -p berth-runtime -p berth-cri-server -p berth-shim -p berth-cli
+./scripts/build-release.sh
 # cargo honours CARGO_TARGET_DIR; the binaries are where it put them.
 target_dir=${CARGO_TARGET_DIR:-target}
-for bin in berth-runtime berthd berth-shim berth; do
+for bin in berth-runtime berthd berth-shim berth-shim-helper berth; do
   install -m 0755 "$target_dir/release/$bin" "/usr/local/bin/$bin"
 done
 # containerd finds a shim for runtime_type "io.containerd.berth.v2" by this name.
 ln -sf berth-shim /usr/local/bin/containerd-shim-berth-v2
-echo "setup: installed berth-runtime, berthd, berth-shim and the berth CLI to /usr/local/bin"
+echo "setup: installed berth-runtime, berthd, berth-shim (with berth-shim-helper) and the berth CLI to /usr/local/bin"
 
 # The default pod network (bridge berth0, 10.89.0.0/16, host-local, portmap,
 # masquerade so pods reach out). berthd uses the first conflist in the

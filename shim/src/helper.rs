@@ -1,8 +1,9 @@
-//! Short-lived single-threaded helpers: the shim re-executes its own binary
-//! (`/proc/self/exe __berth_helper`) for every operation that clones a
-//! process with the berth-runtime library, because the library's clone(2)
-//! child allocates and must not be forked from the multi-threaded ttrpc
-//! server. The request goes in as JSON on the helper's stdin, the reply
+//! Short-lived single-threaded helpers: the shim runs `berth-shim-helper
+//! __berth_helper` (installed beside the shim) for every operation that
+//! clones a process with the berth-runtime library, because the library's
+//! clone(2) child allocates and must not be forked from the multi-threaded
+//! ttrpc server, and so that the long-lived server does not map the
+//! container-creation code. The request goes in as JSON on the helper's stdin, the reply
 //! comes back as JSON on its stdout, and the container's stdio are the
 //! helper's fds 3, 4 and 5. The helper exits once the process it made is
 //! running; that process is then reparented to the shim (a subreaper).
@@ -23,6 +24,9 @@ use crate::sandbox::{self, SandboxRequest};
 
 /// First argument that turns the binary into a helper.
 pub const HELPER_ARG: &str = "__berth_helper";
+
+/// File name of the helper binary, looked up beside the shim's own.
+pub const HELPER_BINARY: &str = "berth-shim-helper";
 
 /// Fds the container's stdin/stdout/stderr sit on in the helper.
 const STDIO_FDS: [i32; 3] = [3, 4, 5];
@@ -84,9 +88,15 @@ pub enum Reply {
 /// Errors of running a helper (not the helper's own failure, see [`Reply`]).
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
-    /// Spawning `/proc/self/exe` failed.
-    #[error("spawning the helper: {0}")]
-    Spawn(#[source] std::io::Error),
+    /// Spawning the helper binary failed.
+    #[error("spawning {}: {source} (install {HELPER_BINARY} beside berth-shim)", path.display())]
+    Spawn {
+        /// The helper binary.
+        path: PathBuf,
+        /// Errno.
+        #[source]
+        source: std::io::Error,
+    },
     /// Duplicating a stdio fd for the helper failed.
     #[error("duplicating stdio fd {fd} for the helper: {source}")]
     Dup {
@@ -129,7 +139,8 @@ pub fn run(
         }
     }
     let raw: Vec<i32> = high.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut cmd = Command::new("/proc/self/exe");
+    let path = binary();
+    let mut cmd = Command::new(&path);
     cmd.arg(HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -150,7 +161,9 @@ pub fn run(
         }
     }
     let since = Instant::now();
-    let mut child = cmd.spawn().map_err(HelperError::Spawn)?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| HelperError::Spawn { path, source })?;
     reaper.child_spawned();
     drop(high);
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
@@ -180,6 +193,19 @@ pub fn run(
     let code = reaper.wait(pid, since);
     let out = io_result.map_err(HelperError::Io)?;
     serde_json::from_str(out.trim()).map_err(|_| HelperError::NoReply { code, reply: out })
+}
+
+/// `berth-shim-helper` in the directory of the running shim's executable
+/// (symlinks such as `containerd-shim-berth-v2` resolved).
+pub fn binary() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(HELPER_BINARY)))
+            .unwrap_or_else(|| PathBuf::from(HELPER_BINARY))
+    })
+    .clone()
 }
 
 fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, HelperError> {

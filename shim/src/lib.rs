@@ -12,6 +12,7 @@ pub mod events;
 pub mod exit;
 pub mod helper;
 pub mod log_writer;
+pub mod logging;
 pub mod memory;
 pub mod reaper;
 pub mod rootfs;
