@@ -22,6 +22,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod stored_spec;
 pub mod sysctl;
 
 pub use error::Error;

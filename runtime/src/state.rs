@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use oci_spec::runtime::Spec;
 
 use crate::cgroups::CgroupManager;
+use crate::stored_spec::StoredSpec;
 use serde::{Deserialize, Serialize};
 
 /// Name of the state file inside the container's directory.
@@ -118,7 +118,7 @@ pub struct PersistedState {
     /// Uid of the user who created the container.
     pub owner: u32,
     /// The spec as used at create time (hooks, exec security set-up, update).
-    pub spec: Spec,
+    pub spec: StoredSpec,
 }
 
 /// `<root>/<id>`, after checking the id cannot escape the root.
@@ -307,7 +307,7 @@ mod tests {
             namespace_paths: BTreeMap::new(),
             paused: false,
             owner: 0,
-            spec: Spec::default(),
+            spec: crate::stored_spec::StoredSpec::new(&oci_spec::runtime::Spec::default()).unwrap(),
         };
         s.save(&dir).unwrap();
         let l = PersistedState::load(tmp.path(), "c1").unwrap();

@@ -18,6 +18,7 @@ use std::time::Instant;
 use berth_runtime::container::{Container, ContainerError, CreateOptions, ExecOptions};
 use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::reaper::Reaper;
 use crate::sandbox::{self, SandboxRequest};
@@ -51,8 +52,11 @@ pub enum Request {
         id: String,
         /// berth-runtime state root.
         root: PathBuf,
-        /// The process to run.
-        process: Box<Process>,
+        /// The process to run: its runtime-spec JSON, parsed here in the
+        /// helper (the long-lived server does not link the full parser).
+        process: Box<RawValue>,
+        /// Whether it gets a terminal (overrides the spec's).
+        terminal: bool,
         /// Receives the pty master when the process has a terminal.
         console_socket: Option<PathBuf>,
     },
@@ -288,14 +292,25 @@ fn handle(req: Request) -> Reply {
             id,
             root,
             process,
+            terminal,
             console_socket,
         } => {
+            let mut process: Process = match serde_json::from_str(process.get()) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Reply::Failed {
+                        kind: FailKind::Invalid,
+                        message: format!("{id}: process spec: {e}"),
+                    }
+                }
+            };
+            process.set_terminal(Some(terminal));
             let c = match Container::load(&root, &id) {
                 Ok(c) => c,
                 Err(e) => return failed(&e),
             };
             let opts = ExecOptions {
-                process: *process,
+                process,
                 console_socket,
                 pid_file: None,
                 preserve_fds: 0,

@@ -6,6 +6,7 @@
 //! single-threaded helper processes (`helper.rs`).
 
 pub mod attach;
+pub mod bundle;
 pub mod console;
 pub mod daemon;
 pub mod events;

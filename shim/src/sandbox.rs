@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult, Pid};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
+
+use crate::bundle::BundleConfig;
 
 /// First argument of the pod init process.
 pub const POD_INIT_ARG: &str = "__berth_pod_init";
@@ -83,16 +85,16 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> SandboxError {
 
 impl SandboxRequest {
     /// Reads the pod's namespace wishes from its OCI spec.
-    pub fn from_spec(bundle: &Path, spec: &Spec) -> Result<SandboxRequest, SandboxError> {
+    pub fn from_spec(bundle: &Path, spec: &BundleConfig) -> Result<SandboxRequest, SandboxError> {
         let mut req = SandboxRequest {
             bundle: bundle.to_path_buf(),
-            hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+            hostname: spec.hostname.clone().filter(|h| !h.is_empty()),
             ..Default::default()
         };
-        let Some(linux) = spec.linux() else {
+        let Some(linux) = &spec.linux else {
             return Ok(req);
         };
-        for ns in linux.namespaces().as_deref().unwrap_or_default() {
+        for ns in spec.namespaces() {
             let path = ns.path().clone();
             match (ns.typ(), path) {
                 (LinuxNamespaceType::Network, Some(p)) => req.netns = Some(p),
@@ -102,8 +104,8 @@ impl SandboxRequest {
                 (LinuxNamespaceType::Pid, None) => req.pid = true,
                 (LinuxNamespaceType::User, None) => {
                     req.user = Some((
-                        linux.uid_mappings().clone().unwrap_or_default(),
-                        linux.gid_mappings().clone().unwrap_or_default(),
+                        linux.uid_mappings.clone().unwrap_or_default(),
+                        linux.gid_mappings.clone().unwrap_or_default(),
                     ))
                 }
                 (LinuxNamespaceType::Mount | LinuxNamespaceType::Cgroup, _) => {}
@@ -494,7 +496,7 @@ pub fn pod_init_main() -> std::process::ExitCode {
 mod tests {
     use super::*;
 
-    fn spec(json: &str) -> Spec {
+    fn spec(json: &str) -> BundleConfig {
         serde_json::from_str(json).unwrap()
     }
 

@@ -16,7 +16,8 @@ use containerd_shim::protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim::protos::types::task::{ProcessInfo, Status};
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use containerd_shim_protos::ttrpc::{get_status, Code, Error as TtrpcError};
-use oci_spec::runtime::{LinuxResources, Process};
+use oci_spec::runtime::LinuxResources;
+use serde_json::value::RawValue;
 
 use crate::events::timestamp;
 use crate::helper::error_chain;
@@ -175,7 +176,8 @@ impl Task for TaskApi {
             .spec
             .as_ref()
             .ok_or_else(|| invalid(format!("{}/{}: exec without a spec", req.id, req.exec_id)))?;
-        let process: Process = serde_json::from_slice(&spec.value)
+        // Checked as JSON here, parsed as a process spec by the helper.
+        let process: Box<RawValue> = serde_json::from_slice(&spec.value)
             .map_err(|e| invalid(format!("{}/{}: process spec: {e}", req.id, req.exec_id)))?;
         self.svc
             .exec(

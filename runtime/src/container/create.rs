@@ -21,7 +21,8 @@ use crate::process::channel::{self, Channel, Msg};
 use crate::process::init::{self, hook_state, InitConfig};
 use crate::process::{console, sys};
 use crate::spec::{self, LoadedSpec};
-use crate::state::{self, PersistedState, Status};
+use crate::state::{self, PersistedState, StateError, Status};
+use crate::stored_spec::StoredSpec;
 
 /// Options of `create` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -212,7 +213,10 @@ impl Container {
             namespace_paths: namespaces::paths_of(pid.as_raw()),
             paused: false,
             owner: nix::unistd::geteuid().as_raw(),
-            spec: loaded.spec.clone(),
+            spec: StoredSpec::new(&loaded.spec).map_err(|source| StateError::Parse {
+                path: dir.join(crate::state::STATE_FILE),
+                source,
+            })?,
         };
         persisted.save(&dir)?;
         if let Some(pid_file) = &opts.pid_file {
@@ -251,26 +255,12 @@ impl Container {
             path: fifo_path.clone(),
             source,
         })?;
-        if let Some(hooks) = self
-            .state
-            .spec
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststart().as_deref())
-            .filter(|h| !h.is_empty())
-        {
-            let st = hook_state(
-                self.id(),
-                &self.state.spec,
-                &self.state.bundle,
-                Some(self.state.pid),
-                ContainerState::Running,
-            );
-            // runtime-spec: a failing poststart hook is logged, not fatal.
-            if let Err(err) = crate::hooks::run_hooks(HookStage::Poststart, hooks, &st) {
-                tracing::warn!(container_id = %self.id(), %err, "poststart hook failed");
-            }
-        }
+        // runtime-spec: a failing poststart hook is logged, not fatal.
+        self.run_logged_hooks(
+            HookStage::Poststart,
+            Some(self.state.pid),
+            ContainerState::Running,
+        );
         Ok(())
     }
 }

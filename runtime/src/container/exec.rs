@@ -91,7 +91,8 @@ impl Container {
             }
         }
         let join = self.cgroup()?.prepare_join().map_err(|e| self.cg_err(e))?;
-        let linux = self.state.spec.linux().as_ref();
+        let spec = self.spec()?;
+        let linux = spec.linux().as_ref();
         let cfg = ExecConfig {
             process: &opts.process,
             seccomp: linux.and_then(|l| l.seccomp().as_ref()),

@@ -24,7 +24,7 @@ use crate::cgroups::{CgroupError, CgroupManager};
 use crate::hooks::HookStage;
 use crate::process::channel::ChannelError;
 use crate::process::console::ConsoleError;
-use crate::process::init::hook_state;
+use crate::process::init::hook_state_of;
 use crate::state::{self, PersistedState, StateError, Status};
 
 /// Errors of lifecycle operations.
@@ -238,7 +238,12 @@ impl Container {
                 .unwrap_or_else(|| self.state.owner.to_string())
         };
         StateReport {
-            oci_version: self.state.spec.version().clone(),
+            oci_version: self
+                .state
+                .spec
+                .hook_parts()
+                .map(|p| p.version)
+                .unwrap_or_default(),
             id: self.state.id.clone(),
             pid: if status == Status::Stopped {
                 0
@@ -268,6 +273,51 @@ impl Container {
         ContainerError::Cgroup {
             id: self.state.id.clone(),
             source: Box::new(source),
+        }
+    }
+
+    /// A stored spec that does not parse (a corrupt state file).
+    fn spec_err(&self, source: serde_json::Error) -> ContainerError {
+        ContainerError::State(StateError::Parse {
+            path: self.dir.join(crate::state::STATE_FILE),
+            source,
+        })
+    }
+
+    /// The whole spec the container was created with.
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec, ContainerError> {
+        self.state.spec.parse().map_err(|e| self.spec_err(e))
+    }
+
+    /// Runs the stored spec's poststart or poststop hooks; runtime-spec has
+    /// their failures logged, not returned.
+    fn run_logged_hooks(&self, stage: HookStage, pid: Option<i32>, status: ContainerState) {
+        let parts = match self.state.spec.hook_parts() {
+            Ok(parts) => parts,
+            Err(err) => {
+                tracing::warn!(container_id = %self.id(), %err, %stage, "reading the hooks");
+                return;
+            }
+        };
+        let list = match (&parts.hooks, stage) {
+            (Some(h), HookStage::Poststart) => h.poststart().as_deref(),
+            (Some(h), HookStage::Poststop) => h.poststop().as_deref(),
+            _ => None,
+        };
+        let Some(list) = list.filter(|l| !l.is_empty()) else {
+            return;
+        };
+        let annotations = Some(self.state.annotations.clone()).filter(|a| !a.is_empty());
+        let st = hook_state_of(
+            self.id(),
+            &parts.version,
+            annotations,
+            &self.state.bundle,
+            pid,
+            status,
+        );
+        if let Err(err) = crate::hooks::run_hooks(stage, list, &st) {
+            tracing::warn!(container_id = %self.id(), %err, "{stage} hook failed");
         }
     }
 
@@ -318,26 +368,8 @@ impl Container {
         }
         let cg = self.cgroup()?;
         cg.destroy().map_err(|e| self.cg_err(e))?;
-        if let Some(hooks) = self
-            .state
-            .spec
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststop().as_deref())
-            .filter(|h| !h.is_empty())
-        {
-            let st = hook_state(
-                self.id(),
-                &self.state.spec,
-                &self.state.bundle,
-                None,
-                ContainerState::Stopped,
-            );
-            // runtime-spec: poststop failures are logged, deletion goes on.
-            if let Err(err) = crate::hooks::run_hooks(HookStage::Poststop, hooks, &st) {
-                tracing::warn!(container_id = %self.id(), %err, "poststop hook failed");
-            }
-        }
+        // runtime-spec: poststop failures are logged, deletion goes on.
+        self.run_logged_hooks(HookStage::Poststop, None, ContainerState::Stopped);
         std::fs::remove_dir_all(&self.dir).map_err(|source| ContainerError::Io {
             op: "removing",
             path: self.dir.clone(),

@@ -104,10 +104,13 @@ impl Container {
         }
         let cg = self.cgroup()?;
         cg.update(resources).map_err(|e| self.cg_err(e))?;
-        if let Some(linux) = self.state.spec.linux_mut().as_mut() {
-            let merged = merge_resources(linux.resources().clone().unwrap_or_default(), resources);
-            linux.set_resources(Some(merged));
-        }
+        let stored = self.state.spec.resources().map_err(|e| self.spec_err(e))?;
+        let merged = merge_resources(stored.unwrap_or_default(), resources);
+        self.state.spec = self
+            .state
+            .spec
+            .with_resources(&merged)
+            .map_err(|e| self.spec_err(e))?;
         self.state.save(&self.dir)?;
         Ok(())
     }

@@ -332,12 +332,31 @@ pub fn hook_state(
     pid: Option<i32>,
     status: ContainerState,
 ) -> oci_spec::runtime::State {
+    hook_state_of(
+        id,
+        spec.version(),
+        spec.annotations().clone(),
+        bundle,
+        pid,
+        status,
+    )
+}
+
+/// [`hook_state`] from the spec's version and annotations only.
+pub fn hook_state_of(
+    id: &str,
+    version: &str,
+    annotations: Option<std::collections::HashMap<String, String>>,
+    bundle: &Path,
+    pid: Option<i32>,
+    status: ContainerState,
+) -> oci_spec::runtime::State {
     let mut st = oci_spec::runtime::State::default();
-    st.set_version(spec.version().clone());
+    st.set_version(version.to_string());
     st.set_id(id.to_string());
     st.set_status(status);
     st.set_pid(pid);
     st.set_bundle(bundle.to_path_buf());
-    st.set_annotations(spec.annotations().clone());
+    st.set_annotations(annotations);
     st
 }

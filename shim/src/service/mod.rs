@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use berth_runtime::container::Container;
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::LinuxNamespaceType;
+use serde_json::value::RawValue;
 
+use crate::bundle::BundleConfig;
 use crate::console::ConsoleSocket;
 use crate::events::{Event, EventSink};
 use crate::exit::ExitRecord;
@@ -82,8 +84,8 @@ struct Proc {
     io: IoHandle,
     stdio: [String; 3],
     terminal: bool,
-    /// Exec processes: the spec, run on Start.
-    spec: Option<Box<Process>>,
+    /// Exec processes: the process spec (JSON), run on Start.
+    spec: Option<Box<RawValue>>,
     /// Set while a Start is in progress.
     starting: bool,
 }
@@ -230,10 +232,10 @@ impl Service {
     ) -> Result<(Task, Option<Instant>), TaskError> {
         let id = &req.id;
         let config = req.bundle.join("config.json");
-        let spec = Spec::load(&config)
+        let spec = BundleConfig::load(&config)
             .map_err(|e| TaskError::Invalid(format!("{id}: {}: {e}", config.display())))?;
         let is_sandbox = spec
-            .annotations()
+            .annotations
             .as_ref()
             .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
             .is_some_and(|t| t == "sandbox");
@@ -247,7 +249,7 @@ impl Service {
     fn create_sandbox(
         self: &Arc<Self>,
         req: &CreateRequest,
-        spec: &Spec,
+        spec: &BundleConfig,
     ) -> Result<(Task, Option<Instant>), TaskError> {
         let id = &req.id;
         let sreq =
@@ -287,13 +289,13 @@ impl Service {
     fn create_container(
         self: &Arc<Self>,
         req: &CreateRequest,
-        spec: &Spec,
+        spec: &BundleConfig,
     ) -> Result<(Task, Option<Instant>), TaskError> {
         let id = &req.id;
         let spec_terminal = spec
-            .process()
+            .process
             .as_ref()
-            .and_then(|p| p.terminal())
+            .and_then(|p| p.terminal)
             .unwrap_or(false);
         if spec_terminal != req.terminal {
             return Err(TaskError::Invalid(format!(
@@ -302,13 +304,8 @@ impl Service {
             )));
         }
         let own_pid_ns = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| {
-                ns.iter()
-                    .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-            });
+            .namespaces()
+            .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none());
         let mounted =
             rootfs::mount_rootfs(&req.bundle, &req.rootfs).map_err(|source| TaskError::Rootfs {
                 id: id.clone(),
@@ -518,13 +515,11 @@ impl Service {
         exec_id: &str,
         terminal: bool,
         stdio: [String; 3],
-        spec: Process,
+        spec: Box<RawValue>,
     ) -> Result<(), TaskError> {
         if exec_id.is_empty() {
             return Err(TaskError::Invalid(format!("{id}: empty exec id")));
         }
-        let mut spec = spec;
-        spec.set_terminal(Some(terminal));
         let mut inner = self.lock();
         let t = task_mut(&mut inner, id)?;
         if !matches!(t.kind, Kind::Container { .. }) {
@@ -541,7 +536,7 @@ impl Service {
             return Err(TaskError::AlreadyExists(format!("{id}/{exec_id}")));
         }
         let mut p = Proc::new(0, stdio, terminal);
-        p.spec = Some(Box::new(spec));
+        p.spec = Some(spec);
         t.execs.insert(exec_id.to_string(), p);
         drop(inner);
         self.events.publish(Event::ExecAdded {
@@ -581,6 +576,7 @@ impl Service {
                 id: r.id.to_string(),
                 root: self.root.clone(),
                 process: spec,
+                terminal,
                 console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
             };
             let reply =

@@ -135,8 +135,7 @@ fn build_process(c: &Container, a: &Args) -> anyhow::Result<Process> {
         bail!("exec needs a command or --process");
     }
     let mut p = c
-        .state
-        .spec
+        .spec()?
         .process()
         .clone()
         .context("container has no process in its spec")?;
