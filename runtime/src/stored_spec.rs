@@ -104,21 +104,22 @@ mod tests {
         assert!(s.parse().is_err());
     }
 
+    fn pids_limit(s: &StoredSpec) -> i64 {
+        s.resources()
+            .unwrap()
+            .unwrap()
+            .pids()
+            .as_ref()
+            .unwrap()
+            .limit()
+    }
+
     #[test]
     fn with_resources_replaces_only_the_resources() {
         let s = stored(
             r#"{"ociVersion":"1.2.0","x-unknown":1,"linux":{"cgroupsPath":"/a","resources":{"pids":{"limit":5}}}}"#,
         );
-        assert_eq!(
-            s.resources()
-                .unwrap()
-                .unwrap()
-                .pids()
-                .as_ref()
-                .unwrap()
-                .limit(),
-            5
-        );
+        assert_eq!(pids_limit(&s), 5);
         let new: LinuxResources = serde_json::from_str(r#"{"pids":{"limit":9}}"#).unwrap();
         let s2 = s.with_resources(&new).unwrap();
         let v: serde_json::Value = serde_json::from_str(s2.0.get()).unwrap();
@@ -128,16 +129,7 @@ mod tests {
         let bare = stored(r#"{"ociVersion":"1.2.0"}"#)
             .with_resources(&new)
             .unwrap();
-        assert_eq!(
-            bare.resources()
-                .unwrap()
-                .unwrap()
-                .pids()
-                .as_ref()
-                .unwrap()
-                .limit(),
-            9
-        );
+        assert_eq!(pids_limit(&bare), 9);
     }
 
     #[test]
