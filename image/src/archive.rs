@@ -338,27 +338,14 @@ fn read_docker(dir: &Path) -> Result<Vec<ArchiveImage>, ArchiveError> {
                 diff_id,
             });
         }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.to_string()),
-            config: Descriptor {
-                media_type: OCI_CONFIG.to_string(),
-                digest: config_digest.clone(),
-                size: config.len() as u64,
-                platform: None,
-                annotations: BTreeMap::new(),
-            },
-            layers: layers
+        let manifest = Manifest::new(
+            OCI_MANIFEST,
+            Descriptor::new(OCI_CONFIG, config_digest.clone(), config.len() as u64),
+            layers
                 .iter()
-                .map(|l| Descriptor {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    platform: None,
-                    annotations: BTreeMap::new(),
-                })
+                .map(|l| Descriptor::new(&l.media_type, l.digest.clone(), l.size))
                 .collect(),
-        };
+        );
         let manifest = canonical_json(&manifest).map_err(|source| ArchiveError::Json {
             what: "generated manifest".into(),
             source,

@@ -154,6 +154,32 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
+impl Descriptor {
+    /// A descriptor of `size` bytes of `media_type` content, without
+    /// platform or annotations.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Manifest {
+    /// A schema 2 manifest of `media_type` (OCI or Docker).
+    pub fn new(media_type: &str, config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(media_type.to_string()),
+            config,
+            layers,
+        }
+    }
+}
+
 /// Which manifest flavour to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -281,13 +307,7 @@ impl Layout {
         let tmp = p.with_extension("tmp");
         fs::write(&tmp, data).map_err(io_err("writing blob", &tmp))?;
         fs::rename(&tmp, &p).map_err(io_err("renaming blob", &p))?;
-        Ok(Descriptor {
-            media_type: media_type.to_string(),
-            digest,
-            size: data.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        })
+        Ok(Descriptor::new(media_type, digest, data.len() as u64))
     }
 
     /// Stores a JSON document with sorted keys (stable digests).
@@ -441,12 +461,7 @@ impl Layout {
             Format::Oci => OCI_MANIFEST,
             Format::Docker => DOCKER_MANIFEST,
         };
-        let m = Manifest {
-            schema_version: 2,
-            media_type: Some(media.to_string()),
-            config: config.clone(),
-            layers: layers.to_vec(),
-        };
+        let m = Manifest::new(media, config.clone(), layers.to_vec());
         self.write_json(media, &m)
     }
 
@@ -678,13 +693,7 @@ impl LayerWriter {
             LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
         };
         Ok(BuiltLayer {
-            descriptor: Descriptor {
-                media_type: media_type.to_string(),
-                digest,
-                size,
-                platform: None,
-                annotations: BTreeMap::new(),
-            },
+            descriptor: Descriptor::new(media_type, digest, size),
             diff_id,
             compression: self.compression,
         })

@@ -296,25 +296,16 @@ async fn build_and_record(
     for l in &mut layers {
         l.media_type = oci_layer_media_type(&l.media_type);
     }
-    layers.push(Descriptor {
-        media_type: GZIP_LAYER.to_string(),
-        digest: built.digest.clone(),
-        size: built.size,
-        platform: None,
-        annotations: Default::default(),
-    });
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: OCI_CONFIG.to_string(),
-            digest: config_digest.clone(),
-            size: config_bytes.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        },
+    layers.push(Descriptor::new(
+        GZIP_LAYER,
+        built.digest.clone(),
+        built.size,
+    ));
+    let manifest = Manifest::new(
+        OCI_MANIFEST,
+        Descriptor::new(OCI_CONFIG, config_digest.clone(), config_bytes.len() as u64),
         layers,
-    };
+    );
     let manifest_bytes = canonical_json(&manifest).map_err(|source| ImagesApiError::Json {
         what: "new manifest".into(),
         source,

@@ -121,13 +121,7 @@ pub fn export_image(
             diff_ids[i] = Value::String(built.diff_id.to_string());
         }
         rebuilt = true;
-        layers.push(Descriptor {
-            media_type: GZIP_LAYER.to_string(),
-            digest: built.digest,
-            size: built.size,
-            platform: None,
-            annotations: Default::default(),
-        });
+        layers.push(Descriptor::new(GZIP_LAYER, built.digest, built.size));
     }
     if !rebuilt {
         let config_bytes = store.read_content(&rec.id)?;
@@ -150,12 +144,7 @@ pub fn export_image(
     for l in &mut layers {
         l.media_type = oci_layer_media_type(&l.media_type);
     }
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_string()),
-        config: config_desc,
-        layers,
-    };
+    let m = Manifest::new(OCI_MANIFEST, config_desc, layers);
     Ok(layout.write_json(OCI_MANIFEST, &m)?)
 }
 
