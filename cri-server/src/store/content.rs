@@ -33,18 +33,30 @@ impl Store {
         if path.exists() {
             return Ok(());
         }
+        self.write_new(&path, |tmp| {
+            tmp.write_all(data).map_err(io_err("writing", tmp.path()))
+        })
+    }
+
+    /// Writes `path` in the content dir whole or not at all: `fill` writes
+    /// a temporary file there, which is synced and renamed into place.
+    fn write_new(
+        &self,
+        path: &std::path::Path,
+        fill: impl FnOnce(&mut tempfile::NamedTempFile) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let dir = self.content_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&dir)
             .map_err(io_err("creating temporary file in", &dir))?;
-        tmp.write_all(data).map_err(io_err("writing", tmp.path()))?;
+        fill(&mut tmp)?;
         tmp.as_file()
             .sync_all()
             .map_err(io_err("syncing", tmp.path()))?;
-        tmp.persist(&path).map_err(|e| StoreError::Io {
+        tmp.persist(path).map_err(|e| StoreError::Io {
             op: "renaming into",
-            path: path.clone(),
+            path: path.to_path_buf(),
             source: e.error,
         })?;
         Ok(())
@@ -65,19 +77,10 @@ impl Store {
         let f = std::fs::File::open(src).map_err(io_err("opening", src))?;
         f.sync_all().map_err(io_err("syncing", src))?;
         if std::fs::hard_link(src, &path).is_err() {
-            let dir = self.content_dir();
-            let tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempfile_in(&dir)
-                .map_err(io_err("creating temporary file in", &dir))?;
-            std::fs::copy(src, tmp.path()).map_err(io_err("copying", src))?;
-            tmp.as_file()
-                .sync_all()
-                .map_err(io_err("syncing", tmp.path()))?;
-            tmp.persist(&path).map_err(|e| StoreError::Io {
-                op: "renaming into",
-                path: path.clone(),
-                source: e.error,
+            self.write_new(&path, |tmp| {
+                std::fs::copy(src, tmp.path())
+                    .map(drop)
+                    .map_err(io_err("copying", src))
             })?;
         }
         Ok(())

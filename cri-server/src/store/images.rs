@@ -67,64 +67,28 @@ impl Store {
     /// the image is either fully visible or not at all. The tag moves to this
     /// image if another had it.
     pub fn commit_image(&self, img: &PulledImage) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err("begin image commit"))?;
-        let config = String::from_utf8_lossy(&img.config).into_owned();
-        tx.execute(
-            "INSERT INTO images (id, manifest_digest, size, user, config, created) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT(id) DO UPDATE SET manifest_digest = ?2, size = ?3, user = ?4, config = ?5",
-            params![
-                img.config_digest,
-                img.manifest_digest,
-                i64::try_from(img.size).unwrap_or(i64::MAX),
-                img.user,
-                config,
-                now_secs()
-            ],
-        )
-        .map_err(db_err("insert image"))?;
-        tx.execute(
-            "DELETE FROM image_layers WHERE image_id = ?1",
-            params![img.config_digest],
-        )
-        .map_err(db_err("replace image layers"))?;
-        for (i, chain_id) in img.chain_ids.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO image_layers (image_id, idx, chain_id) VALUES (?1, ?2, ?3)",
-                params![
-                    img.config_digest,
-                    i64::try_from(i).unwrap_or(i64::MAX),
-                    chain_id
-                ],
-            )
-            .map_err(db_err("insert image layer"))?;
-        }
-        let mut content = vec![img.manifest_digest.as_str(), img.config_digest.as_str()];
-        if let Some(index) = &img.index_digest {
-            content.push(index);
-        }
-        for digest in content {
-            tx.execute(
-                "INSERT OR IGNORE INTO image_content (image_id, digest) VALUES (?1, ?2)",
-                params![img.config_digest, digest],
-            )
-            .map_err(db_err("insert image content"))?;
-        }
-        if let Some(tag) = img.reference.repo_tag() {
-            set_ref(&tx, &tag, &img.config_digest, "tag")?;
-        }
+        let mut content = vec![img.manifest_digest.clone(), img.config_digest.clone()];
+        content.extend(img.index_digest.clone());
         let repo_digest = img
             .reference
             .repo_digest(img.index_digest.as_deref().unwrap_or(&img.manifest_digest));
-        set_ref(&tx, &repo_digest, &img.config_digest, "digest")?;
         // A tag moved away may leave an image with no reference at all; it
         // stays (like containerd) and is listed by id until removed.
-        tx.commit().map_err(db_err("commit image"))
+        self.record_image(&NewImage {
+            id: img.config_digest.clone(),
+            manifest_digest: img.manifest_digest.clone(),
+            size: img.size,
+            user: img.user.clone(),
+            config: String::from_utf8_lossy(&img.config).into_owned(),
+            chain_ids: img.chain_ids.clone(),
+            content,
+            repo_tags: img.reference.repo_tag().into_iter().collect(),
+            repo_digests: vec![repo_digest],
+        })
     }
 
-    /// Records an image berthd made itself (load, commit): one transaction
-    /// like [`Store::commit_image`]; each tag in `repo_tags` moves to it.
+    /// Records an image: one transaction, so it is either fully visible or
+    /// not at all; each tag in `repo_tags` moves to it.
     pub fn record_image(&self, img: &NewImage) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_err("begin image record"))?;
