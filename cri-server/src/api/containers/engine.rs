@@ -53,6 +53,13 @@ pub struct DockerState {
     pub restarting: bool,
 }
 
+impl DockerState {
+    /// The process it runs: the entrypoint, then the cmd.
+    pub fn process(&self) -> impl Iterator<Item = &String> {
+        self.entrypoint.iter().chain(self.cmd.iter())
+    }
+}
+
 /// A container as berth.v1 sees it.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -458,13 +465,7 @@ impl Engine {
         rec: &Record,
         mounts: &[api::Mount],
     ) -> Result<(), ApiError> {
-        let Some(program) = rec
-            .state
-            .entrypoint
-            .iter()
-            .chain(rec.state.cmd.iter())
-            .next()
-        else {
+        let Some(program) = rec.state.process().next() else {
             return Ok(());
         };
         if !program.contains('/') {

@@ -61,13 +61,7 @@ impl Engine {
     ) -> Result<Record, ApiError> {
         let id = rec.id().to_string();
         let c = self.pods.load_container(&id).await?;
-        let process: Vec<String> = rec
-            .state
-            .entrypoint
-            .iter()
-            .chain(rec.state.cmd.iter())
-            .cloned()
-            .collect();
+        let process: Vec<String> = rec.state.process().cloned().collect();
         let result = match c.rec.state {
             ContainerState::Running => return Ok(rec),
             ContainerState::Created => self.pods.start_container(&id).await.map(|_| ()),

@@ -138,14 +138,7 @@ fn summary(rec: &Record, c: Option<&Container>, now: i64) -> api::ContainerSumma
         ),
         None => (ContainerState::Unknown, 0, 0, 0, rec.row.pod_id.clone()),
     };
-    let command = rec
-        .state
-        .entrypoint
-        .iter()
-        .chain(rec.state.cmd.iter())
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = rec.state.process().cloned().collect::<Vec<_>>().join(" ");
     let state_s = if state == ContainerState::Exited && started == 0 {
         "created"
     } else {
@@ -270,13 +263,7 @@ impl Engine {
         let c = self.pods.load_container(rec.id()).await?;
         let pod = self.pods.load_pod(&c.pod_id).await.ok();
         let s = &rec.spec;
-        let process: Vec<String> = rec
-            .state
-            .entrypoint
-            .iter()
-            .chain(rec.state.cmd.iter())
-            .cloned()
-            .collect();
+        let process: Vec<String> = rec.state.process().cloned().collect();
         let running = c.rec.state == ContainerState::Running;
         let status = if c.rec.state == ContainerState::Exited && c.rec.started_at == 0 {
             "created"

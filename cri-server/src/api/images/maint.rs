@@ -2,13 +2,12 @@
 
 use std::collections::HashSet;
 
-use berth_image::hosts;
 use berth_image::registry::{RegistryClient, RegistryError};
 use berth_proto::berth::v1 as api;
 use tracing::info;
 
 use super::error::ImagesApiError;
-use super::pull::{credentials, parse_reference};
+use super::pull::{credentials, parse_reference, registry_endpoints};
 use crate::images::ImageManager;
 use crate::pods::PodManager;
 use crate::store::{ImageRecord, RemoveOutcome, Store};
@@ -136,13 +135,7 @@ pub async fn login(
         )));
     }
     let creds = credentials(req.auth.as_ref())?;
-    let endpoints =
-        hosts::endpoints_for(&images.puller().options().hosts_dir, &host).map_err(|source| {
-            ImagesApiError::Hosts {
-                host: host.clone(),
-                source,
-            }
-        })?;
+    let endpoints = registry_endpoints(images, &host)?;
     let endpoint = endpoints.first().ok_or_else(|| {
         ImagesApiError::FailedPrecondition(format!("no endpoint configured for {host}"))
     })?;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use berth_image::hosts;
 use berth_image::progress::{LayerStatus, Observer, Phase, ProgressEvent};
 use berth_image::reference::Reference;
 use berth_image::registry::Credentials;
@@ -36,6 +37,19 @@ pub fn layer(s: LayerStatus) -> api::LayerProgress {
         current: s.current,
         phase: phase(s.phase) as i32,
     }
+}
+
+/// The endpoints berthd's hosts.toml configuration gives registry `host`.
+pub fn registry_endpoints(
+    images: &ImageManager,
+    host: &str,
+) -> Result<Vec<hosts::Endpoint>, ImagesApiError> {
+    hosts::endpoints_for(&images.puller().options().hosts_dir, host).map_err(|source| {
+        ImagesApiError::Hosts {
+            host: host.to_string(),
+            source,
+        }
+    })
 }
 
 /// Credentials of a berth.v1 request.

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use berth_image::hosts;
 use berth_image::layout::Layout;
 use berth_image::progress::{Observer, ProgressEvent};
 use berth_image::push::push_to_endpoint;
@@ -14,7 +13,7 @@ use tracing::{info, Instrument};
 
 use super::error::{io_err, ImagesApiError};
 use super::maint::resolve_image;
-use super::pull::{credentials, layer, parse_reference};
+use super::pull::{credentials, layer, parse_reference, registry_endpoints};
 use crate::images::ImageManager;
 
 /// The tag the exported image carries inside the temporary layout.
@@ -45,13 +44,7 @@ pub fn start(
     }
     let tag = target.tag().unwrap_or("latest").to_string();
     let host = target.domain().to_string();
-    let endpoints =
-        hosts::endpoints_for(&images.puller().options().hosts_dir, &host).map_err(|source| {
-            ImagesApiError::Hosts {
-                host: host.clone(),
-                source,
-            }
-        })?;
+    let endpoints = registry_endpoints(&images, &host)?;
     let endpoint = endpoints
         .into_iter()
         .find(|e| e.capabilities.push)
