@@ -648,14 +648,5 @@ async fn commit_a_container_and_run_the_new_image() {
         .await
         .unwrap();
     }
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut rt, &pod).await;
 }

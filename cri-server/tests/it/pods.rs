@@ -9,6 +9,7 @@ use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 use crate::pods_env::*;
+use crate::support::stop_and_remove_pod;
 
 async fn pod_status(
     rt: &mut RuntimeServiceClient<Channel>,
@@ -353,16 +354,7 @@ async fn kill_9_and_restart_keeps_containers_manageable() {
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
 
     for p in [&pod, &pod2] {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: p.to_string(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: p.to_string(),
-        })
-        .await
-        .unwrap();
+        stop_and_remove_pod(&mut rt, p).await;
     }
     let left = rt
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })

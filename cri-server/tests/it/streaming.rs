@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pods_env::{run_pod, shim_pids, start_container, PodEnv};
+use crate::support::stop_and_remove_pod;
 
 /// `http://host:port/path` → (host:port, /path).
 fn split_url(url: &str) -> (String, String) {
@@ -517,16 +518,7 @@ async fn exec_attach_and_port_forward_over_spdy_and_websocket() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut rt, &pod_id).await;
 }
 
 /// `[streaming] tls_cert_file`/`tls_key_file`: the URLs are https and the
@@ -670,14 +662,5 @@ async fn idle_sessions_are_closed_and_their_exec_killed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(session);
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut rt, &pod_id).await;
 }

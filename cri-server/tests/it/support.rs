@@ -345,6 +345,23 @@ fn write_config(dirs: &Dirs) -> PathBuf {
     p
 }
 
+/// StopPodSandbox then RemovePodSandbox, both expected to succeed.
+pub async fn stop_and_remove_pod(
+    rt: &mut cri::runtime_service_client::RuntimeServiceClient<Channel>,
+    pod_id: &str,
+) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.to_string(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.to_string(),
+    })
+    .await
+    .unwrap();
+}
+
 pub fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
         image: image.to_string(),

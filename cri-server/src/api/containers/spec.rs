@@ -711,6 +711,17 @@ mod tests {
         assert_eq!(p.pod.metadata.as_ref().unwrap().namespace, POD_NAMESPACE);
     }
 
+    /// The pod's namespace options.
+    fn pod_namespaces(p: Plan) -> cri::NamespaceOption {
+        p.pod
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap()
+    }
+
     #[test]
     fn network_modes_and_validation() {
         let img = image();
@@ -721,27 +732,13 @@ mod tests {
         };
         let p = run(&s, &img).unwrap();
         assert!(p.pod.port_mappings.is_empty());
-        let ns = p
-            .pod
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        let ns = pod_namespaces(p);
         assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
         s.network = "none".into();
         s.init = true;
         let p = run(&s, &img).unwrap();
         assert_eq!(p.pod.annotations[NETWORK_ANNOTATION], "none");
-        let ns = p
-            .pod
-            .linux
-            .unwrap()
-            .security_context
-            .unwrap()
-            .namespace_options
-            .unwrap();
+        let ns = pod_namespaces(p);
         assert_eq!(ns.pid, cri::NamespaceMode::Pod as i32);
         s.network = "overlay".into();
         assert!(run(&s, &img).is_err());
